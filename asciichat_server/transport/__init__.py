@@ -1,0 +1,1 @@
+"""Transports that carry ACIP packets to the room: TCP (tcp.py) and WebSocket (ws.py)."""
