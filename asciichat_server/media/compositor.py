@@ -1,0 +1,236 @@
+"""Per-receiver frame text from the newest video of up to 9 sources, doing each piece of work once.
+
+Three bounded LRU caches make N receivers cheap: scaled pixels per (source, seq, pixel size), rendered tile
+rows per (source, seq, tile size, palette, colour level, render mode), and whole frames per (sources + seqs,
+RenderSpec). 32 receivers with the same spec cost one render; receivers that differ only in terminal size
+still share nothing but the decoded source, which is the C server's cost too.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .ansi import RESET, render_rows
+from .layout import MAX_TILES, Rect, grid_layout, tiles_for
+from .spec import RenderSpec
+
+# Cache budgets in bytes: a 160x48 truecolor frame is ~150 KB, so the frame cache holds ~100 of them.
+FRAME_CACHE_BYTES = 16 * 1024 * 1024
+TILE_CACHE_BYTES = 24 * 1024 * 1024
+SCALED_CACHE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, eq=False)
+class VideoSource:
+    """The newest frame of one sender. Same (source_id, seq) must mean the same pixels."""
+
+    source_id: int
+    seq: int
+    pixels: np.ndarray  # H x W x 3 uint8, RGB
+
+    @classmethod
+    def from_image_frame(cls, source_id: int, seq: int, width: int, height: int, data: bytes) -> VideoSource:
+        """Interpret IMAGE_FRAME pixels by their length (3 bytes/px RGB24, 4 bytes/px RGBA), not pixel_format.
+
+        Real senders use pixel_format 1 and 3 for RGB24 (ACIP.md 5.1.1), so the number is not trusted.
+        """
+        if width < 1 or height < 1:
+            raise ValueError(f"image size {width}x{height} is empty")
+        count = width * height
+        if len(data) == count * 3:
+            pixels = np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+        elif len(data) == count * 4:
+            pixels = np.frombuffer(data, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+        else:
+            raise ValueError(f"image data is {len(data)} bytes, expected {count * 3} (RGB24) or {count * 4} (RGBA)")
+        return cls(source_id, seq, pixels)
+
+
+class _ByteLRU:
+    """LRU bounded by the total size of its values (as reported by `size_of`)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self._items: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+
+    def get(self, key: Hashable) -> object | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        return item[0]
+
+    def put(self, key: Hashable, value: object, size: int) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.used -= old[1]
+        self._items[key] = (value, size)
+        self.used += size
+        while self.used > self.budget and len(self._items) > 1:
+            _, (_, evicted) = self._items.popitem(last=False)
+            self.used -= evicted
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.used = 0
+
+
+def scale_nearest(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Nearest-neighbour resize; source index = floor(dst * src / dst_size) like the C 16.16 fixed point."""
+    src_h, src_w = pixels.shape[:2]
+    if (src_w, src_h) == (width, height):
+        return np.ascontiguousarray(pixels[..., :3])
+    ys = (np.arange(height) * src_h) // height
+    xs = (np.arange(width) * src_w) // width
+    return pixels[ys[:, None], xs[None, :], :3]
+
+
+@dataclass
+class CompositorStats:
+    frames_rendered: int = 0
+    frame_hits: int = 0
+    tiles_rendered: int = 0
+    tile_hits: int = 0
+    scales: int = 0
+    scale_hits: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Compositor:
+    """Turns the current video sources into ASCII_FRAME text for one receiver's RenderSpec."""
+
+    def __init__(
+        self,
+        frame_cache_bytes: int = FRAME_CACHE_BYTES,
+        tile_cache_bytes: int = TILE_CACHE_BYTES,
+        scaled_cache_bytes: int = SCALED_CACHE_BYTES,
+    ) -> None:
+        self._frames = _ByteLRU(frame_cache_bytes)
+        self._tiles = _ByteLRU(tile_cache_bytes)
+        self._scaled = _ByteLRU(scaled_cache_bytes)
+        self.stats = CompositorStats()
+
+    @staticmethod
+    def tiles_for(n_sources: int) -> int:
+        """How many videos a receiver sees for n sources (CLEAR_CONSOLE is due when this changes)."""
+        return tiles_for(n_sources)
+
+    @staticmethod
+    def layout(sources: Sequence[VideoSource], spec: RenderSpec) -> tuple[Rect, ...]:
+        """Tile rectangles (cells) the frame for these sources uses, before padding."""
+        sizes = tuple((s.pixels.shape[1], s.pixels.shape[0]) for s in sources[:MAX_TILES])
+        return grid_layout(sizes, spec.cols, spec.rows)
+
+    def cache_sizes(self) -> dict[str, int]:
+        return {
+            "frames": len(self._frames),
+            "frames_bytes": self._frames.used,
+            "tiles": len(self._tiles),
+            "tiles_bytes": self._tiles.used,
+            "scaled": len(self._scaled),
+            "scaled_bytes": self._scaled.used,
+        }
+
+    def forget(self, source_id: int) -> None:
+        """Drop cached work for a source that left (LRU would evict it eventually; this frees it now)."""
+        for cache in (self._frames, self._tiles, self._scaled):
+            for key in [k for k in cache._items if _mentions(k, source_id)]:
+                _, size = cache._items.pop(key)
+                cache.used -= size
+
+    def render(self, sources: Sequence[VideoSource], spec: RenderSpec) -> bytes:
+        """Frame text for `spec` showing the first 9 sources; b"" when there is no video."""
+        sources = list(sources[:MAX_TILES])
+        if not sources:
+            return b""
+        key = (tuple((s.source_id, s.seq, s.pixels.shape) for s in sources), spec)
+        cached = self._frames.get(key)
+        if cached is not None:
+            self.stats.frame_hits += 1
+            return cached  # type: ignore[return-value]
+        rects = self.layout(sources, spec)
+        frame = self._single(sources[0], rects[0], spec) if len(sources) == 1 else self._grid(sources, rects, spec)
+        if spec.colored and not frame.endswith(RESET):
+            frame += RESET
+        self.stats.frames_rendered += 1
+        self._frames.put(key, frame, len(frame) + 200)
+        return frame
+
+    def _single(self, source: VideoSource, rect: Rect, spec: RenderSpec) -> bytes:
+        rows = self._tile_rows(source, rect.w, rect.h, spec)
+        if not spec.wants_padding:
+            return b"\n".join(rows)
+        left = b" " * ((spec.cols - rect.w) // 2)
+        top = b"\n" * ((spec.rows - rect.h) // 2)
+        return top + b"\n".join(left + row for row in rows)
+
+    def _grid(self, sources: list[VideoSource], rects: tuple[Rect, ...], spec: RenderSpec) -> bytes:
+        tile_rows = [self._tile_rows(s, r.w, r.h, spec) if r.w > 0 and r.h > 0 else [] for s, r in zip(sources, rects)]
+        spaces = b" " * spec.cols
+        out = []
+        for y in range(spec.rows):
+            pieces = []
+            cursor = 0
+            for rect, rows in sorted(
+                ((r, t) for r, t in zip(rects, tile_rows) if t and r.y <= y < r.y + r.h), key=lambda rt: rt[0].x
+            ):
+                if rect.x > cursor:
+                    pieces.append(spaces[: rect.x - cursor])
+                pieces.append(rows[y - rect.y])
+                cursor = rect.x + rect.w
+            if cursor < spec.cols:
+                pieces.append(spaces[: spec.cols - cursor])
+            out.append(b"".join(pieces))
+        return b"\n".join(out)
+
+    def _tile_rows(self, source: VideoSource, cols: int, rows: int, spec: RenderSpec) -> list[bytes]:
+        half = spec.half_block
+        # Keys carry only what changes the tile: half-block ignores the palette, mono ignores render mode.
+        key = (
+            source.source_id,
+            source.seq,
+            source.pixels.shape,
+            cols,
+            rows,
+            None if half else spec.palette,
+            spec.color_level,
+            spec.render_mode if spec.colored else 0,
+        )
+        cached = self._tiles.get(key)
+        if cached is not None:
+            self.stats.tile_hits += 1
+            return cached  # type: ignore[return-value]
+        pixel_rows = rows * 2 if half else rows
+        pixels = self._scaled_pixels(source, cols, pixel_rows)
+        result = render_rows(pixels, spec)
+        self.stats.tiles_rendered += 1
+        self._tiles.put(key, result, sum(len(r) for r in result) + 64 * len(result))
+        return result
+
+    def _scaled_pixels(self, source: VideoSource, width: int, height: int) -> np.ndarray:
+        key = (source.source_id, source.seq, source.pixels.shape, width, height)
+        cached = self._scaled.get(key)
+        if cached is not None:
+            self.stats.scale_hits += 1
+            return cached  # type: ignore[return-value]
+        scaled = scale_nearest(source.pixels, width, height)
+        self.stats.scales += 1
+        self._scaled.put(key, scaled, scaled.nbytes + 128)
+        return scaled
+
+
+def _mentions(key: Hashable, source_id: int) -> bool:
+    if not isinstance(key, tuple) or not key:
+        return False
+    head = key[0]
+    if isinstance(head, tuple):  # frame key: ((id, seq, shape), ...), spec
+        return any(item[0] == source_id for item in head)
+    return head == source_id
