@@ -77,7 +77,10 @@ class RenderSpec:
 
         Out-of-range values are clamped rather than rejected so one odd client never stops the room.
         """
-        palette = getattr(caps, "palette_chars", None)
+        try:
+            palette = getattr(caps, "palette_chars", None)
+        except (ValueError, UnicodeDecodeError):
+            palette = None  # a malformed custom palette: fall back below rather than refuse the client
         if not palette:
             palette = palette_for(int(getattr(caps, "palette_type", 1)), getattr(caps, "palette_custom", ""))
         color_level = int(getattr(caps, "color_level", 0))
