@@ -1,0 +1,369 @@
+"""The WebSocket port with real aiohttp clients and raw wsproto frames on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from wsproto.events import BytesMessage, CloseConnection
+
+from asciichat_server.log import LINE_RE, TextFormatter, reset_rate_limits
+from asciichat_server.transport.ws import WS_MAX_MSG_SIZE
+
+IMAGE_FRAME = 3001
+
+
+@contextlib.asynccontextmanager
+async def ws_client(url: str, **kwargs: Any) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """A real aiohttp client asking for the acip subprotocol."""
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, protocols=("acip",), **kwargs) as ws:
+        yield ws
+
+
+def _image_frame(make_packet, size: int = 230 * 1024) -> bytes:
+    return make_packet(IMAGE_FRAME, os.urandom(size))
+
+
+def _lines(caplog: pytest.LogCaptureFixture, tag: str) -> list[str]:
+    formatter = TextFormatter()
+    return [formatter.format(r) for r in caplog.records if tag in r.getMessage()]
+
+
+async def test_subprotocol_echoed_and_no_compression(ws_factory, make_packet) -> None:
+    server = await ws_factory()
+    # The client offers permessage-deflate; the server must not take it (ACIP 6.2).
+    async with ws_client(server.url + "/", compress=15) as ws:
+        assert ws.protocol == "acip"
+        assert ws.compress == 0
+        await ws.send_bytes(make_packet(1, b"x" * 16))
+        msg = await ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.BINARY
+        assert msg.data == make_packet(1, b"x" * 16)
+
+
+@pytest.mark.parametrize("path", ["/", "/acip", "/some/deep/path?x=1", "/health"])
+async def test_any_path_upgrades(ws_factory, make_packet, path: str) -> None:
+    server = await ws_factory()
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url + path, protocols=("acip",)) as ws:
+        await ws.send_bytes(make_packet(2, b"hello"))
+        assert (await ws.receive(timeout=5)).data == make_packet(2, b"hello")
+
+
+async def test_raw_client_sees_acip_header_and_no_extension(ws_factory, raw_client) -> None:
+    server = await ws_factory()
+    client = await raw_client.connect(server.port)
+    assert client.subprotocol == "acip"
+    assert client.extensions == []
+    await client.aclose()
+
+
+async def test_fragmented_230k_image_frame_reassembled(ws_factory, raw_client, make_packet) -> None:
+    server = await ws_factory()
+    client = await raw_client.connect(server.port)
+    frame = _image_frame(make_packet)
+    await client.send_fragmented(frame, fragment_size=4096)
+    event = await client.next_event()
+    assert isinstance(event, BytesMessage)
+    assert event.data == frame
+    assert server.room.received == [frame]
+    await client.aclose()
+
+
+async def test_each_message_is_one_packet(ws_factory, make_packet) -> None:
+    server = await ws_factory()
+    packets = [make_packet(3000 + i, os.urandom(n)) for i, n in enumerate((0, 1, 4095, 4096, 70_000, 300_000))]
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url, protocols=("acip",)) as ws:
+        for p in packets:
+            await ws.send_bytes(p)
+        echoed = [(await ws.receive(timeout=5)).data for _ in packets]
+    assert echoed == packets
+    assert server.room.received == packets
+
+
+async def test_largest_packet_fits_and_bigger_is_refused(ws_factory, make_packet, caplog) -> None:
+    server = await ws_factory()
+    biggest = make_packet(IMAGE_FRAME, b"\xab" * (5 * 1024 * 1024)) + b"\0" * 62  # ENCRYPTED overhead
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(server.url, protocols=("acip",), max_msg_size=0) as ws:
+            await ws.send_bytes(biggest)
+            msg = await ws.receive(timeout=10)
+            assert msg.type is aiohttp.WSMsgType.BINARY and len(msg.data) == len(biggest)
+        await server.wait_for(lambda: len(_lines(caplog, "[WS_DISCONNECT]")) == 1)
+        reset_rate_limits()  # [WS_DISCONNECT] is rate limited per call site
+        async with session.ws_connect(server.url, protocols=("acip",), max_msg_size=0) as ws:
+            try:
+                await ws.send_bytes(b"\0" * (WS_MAX_MSG_SIZE + 1))
+            except ConnectionError:
+                pass  # the server refuses at the frame header and closes while we still write
+            msg = await ws.receive(timeout=10)
+            # The close frame may be lost to the RST that unread data causes; the log says why.
+            if msg.type is aiohttp.WSMsgType.CLOSE:
+                assert msg.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    await server.wait_for(lambda: server.metrics.slots_used == 0)
+    await server.wait_for(lambda: len(_lines(caplog, "[WS_DISCONNECT]")) == 2)
+    assert "exceeds limit" in _lines(caplog, "[WS_DISCONNECT]")[1]
+
+
+async def test_text_message_closes_with_reason(ws_factory, caplog) -> None:
+    server = await ws_factory()
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url, protocols=("acip",)) as ws:
+        await ws.send_str("hello")
+        msg = await ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.CLOSE
+        assert msg.data == 1003
+        assert "binary" in msg.extra
+    await server.wait_for(lambda: server.metrics.slots_used == 0)
+    await server.wait_for(lambda: bool(_lines(caplog, "[WS_DISCONNECT]")))
+    assert "reason=text message received" in _lines(caplog, "[WS_DISCONNECT]")[0]
+
+
+async def test_short_messages_dropped_connection_kept(ws_factory, make_packet) -> None:
+    server = await ws_factory()
+    async with aiohttp.ClientSession() as session, session.ws_connect(server.url, protocols=("acip",)) as ws:
+        await ws.send_bytes(b"\xff")  # the browser's optional heartbeat byte
+        await ws.send_bytes(b"")
+        await ws.send_bytes(make_packet(5, b"ok"))
+        msg = await ws.receive(timeout=5)
+        assert msg.data == make_packet(5, b"ok")
+    assert server.room.received == [make_packet(5, b"ok")]
+
+
+# --- reassembly timeout --------------------------------------------------------------------------
+
+
+async def test_gaps_of_1_9s_pass(ws_factory, raw_client, make_packet, caplog) -> None:
+    server = await ws_factory()
+    client = await raw_client.connect(server.port)
+    frame = _image_frame(make_packet)
+    await client.send_fragmented(frame, fragment_size=4096, gaps={0: 1.9, 30: 1.9})
+    event = await client.next_event()
+    assert isinstance(event, BytesMessage) and event.data == frame
+    assert server.metrics.reassembly_timeouts == 0
+    assert not _lines(caplog, "[WS_REASSEMBLY]")
+    await client.aclose()
+
+
+async def test_gap_of_2_1s_drops_message_closes_and_frees_slot(ws_factory, raw_client, make_packet, caplog) -> None:
+    server = await ws_factory()
+    client = await raw_client.connect(server.port)
+    frame = _image_frame(make_packet)
+    await server.wait_for(lambda: server.metrics.slots_used == 1)
+    for index in range(10):
+        await client.write(client.frame(frame[index * 4096 : (index + 1) * 4096], False))
+    rest = client.frame(frame[10 * 4096 :], True)  # framed now: wsproto refuses once closed
+    started = time.monotonic()
+    await asyncio.sleep(2.1)
+    close = await client.wait_closed()
+    assert isinstance(close, CloseConnection)
+    assert close.code == 1008
+    assert close.reason == "reassembly timeout"
+    # What the peer sends after the gap must not complete the dropped message.
+    try:
+        await client.write(rest)
+    except ConnectionError:
+        pass
+    await server.wait_for(lambda: server.metrics.slots_used == 0)
+    assert time.monotonic() - started < 4
+    assert server.room.received == []
+    assert server.room.released == 1
+    assert server.metrics.reassembly_timeouts == 1
+    lines = _lines(caplog, "[WS_REASSEMBLY]")
+    assert len(lines) == 1
+    line = lines[0]
+    assert re.match(LINE_RE, line), line
+    assert "[WARN ]" in line
+    match = re.search(r"fragments=(\d+), elapsed=(\d+\.\d\d)s/2s, size=(\d+)", line)
+    assert match, line
+    assert int(match[1]) == 10
+    assert 2.0 <= float(match[2]) < 2.5
+    assert int(match[3]) == 10 * 4096
+    assert "[every=10s suppressed=0]" in line
+    disconnects = _lines(caplog, "[WS_DISCONNECT]")
+    assert len(disconnects) == 1 and "reassembly timeout" in disconnects[0]
+    assert "id=1," in disconnects[0] and "cleanup=done" in disconnects[0]
+    await client.aclose()
+
+
+async def test_configured_timeout_and_pings_do_not_extend_it(ws_factory, raw_client, make_packet, caplog) -> None:
+    server = await ws_factory(reassembly_timeout_s=0.5)
+    # 0.4 s gaps pass with a 0.5 s timeout...
+    client = await raw_client.connect(server.port)
+    frame = make_packet(IMAGE_FRAME, os.urandom(20_000))
+    await client.send_fragmented(frame, fragment_size=4096, gaps={0: 0.4, 2: 0.4})
+    assert (await client.next_event()).data == frame
+    # ...but pings between fragments are not progress of the message: the close comes 0.5 s
+    # after the fragment, not 0.5 s after the last ping.
+    await client.write(client.frame(frame[:4096], False))
+    started = time.monotonic()
+    for _ in range(2):
+        await asyncio.sleep(0.2)
+        await client.ping()
+    close = await client.wait_closed()
+    assert isinstance(close, CloseConnection) and close.code == 1008
+    assert 0.45 < time.monotonic() - started < 0.8
+    await server.wait_for(lambda: server.metrics.slots_used == 0)
+    (line,) = _lines(caplog, "[WS_REASSEMBLY]")
+    assert re.search(r"fragments=1, elapsed=0\.\d\ds/0\.5s, size=4096", line), line
+
+
+async def test_stall_inside_one_frame_is_dropped(ws_factory, raw_client, make_packet) -> None:
+    server = await ws_factory(reassembly_timeout_s=0.3)
+    client = await raw_client.connect(server.port)
+    whole = client.frame(make_packet(IMAGE_FRAME, os.urandom(50_000)), True)  # one FIN frame
+    await client.write(whole[:20_000])
+    close = await client.wait_closed()
+    assert isinstance(close, CloseConnection) and close.code == 1008
+    await server.wait_for(lambda: server.metrics.slots_used == 0)
+    assert server.metrics.reassembly_timeouts == 1
+
+
+async def test_slow_room_is_not_a_stalled_peer(ws_factory, raw_client, make_packet, echo_room) -> None:
+    # The room does not read for 1 s: aiohttp stops reading the socket, so bytes of the next
+    # message stop "arriving" — that must not count as the peer stalling.
+    server = await ws_factory(lambda m: echo_room(m, recv_delay_s=1.0), reassembly_timeout_s=0.3)
+    client = await raw_client.connect(server.port)
+    frames = [make_packet(IMAGE_FRAME, os.urandom(230 * 1024)) for _ in range(12)]
+
+    async def send_all() -> None:
+        for f in frames:
+            await client.send_fragmented(f, 64 * 1024)
+
+    sender = asyncio.ensure_future(send_all())
+    got = [(await client.next_event(10)).data for _ in frames]
+    await sender
+    assert got == frames
+    assert server.metrics.reassembly_timeouts == 0
+    await client.aclose()
+
+
+async def test_early_frames_behind_upgrade_are_tracked(ws_factory, raw_client, make_packet) -> None:
+    # Frames pipelined right behind the upgrade request reach the reader before the watchdog
+    # is in place; the scanner must still stay in step with the frame boundaries.
+    server = await ws_factory(reassembly_timeout_s=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    client = raw_client(reader, writer)
+    from wsproto.events import Request
+
+    first = make_packet(7, os.urandom(3000))
+    request = client.conn.send(Request(host="x", target="/", subprotocols=["acip"]))
+    # wsproto refuses to frame before the handshake is done, so frame the message by hand.
+    head = bytes((0x82, 0x80 | 126)) + len(first).to_bytes(2, "big") + b"\0\0\0\0"
+    writer.write(request + head + first)
+    await writer.drain()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await asyncio.wait_for(reader.read(65536), 5)
+    body = data.split(b"\r\n\r\n", 1)[1]
+    while len(body) < 4 + len(first):
+        body += await asyncio.wait_for(reader.read(65536), 5)
+    assert body[4 : 4 + len(first)] == first
+    await server.wait_for(lambda: server.room.received == [first])
+    link = next(iter(server.listener.links))
+    watchdog = link._ws.watchdog
+    assert watchdog is not None and watchdog.scanner.messages == 1 and not watchdog.scanner.in_message
+    writer.close()
+
+
+# --- HTTP on the WebSocket port -------------------------------------------------------------------
+
+
+async def test_health_and_metrics(ws_factory, make_packet) -> None:
+    server = await ws_factory()
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(server.url, protocols=("acip",)) as ws:
+            await ws.send_bytes(make_packet(1, b"abc"))
+            await ws.receive(timeout=5)
+            async with session.get(server.url + "/health") as resp:
+                assert resp.status == 200
+                assert resp.content_type == "application/json"
+                health = json.loads(await resp.text())
+            async with session.get(server.url + "/metrics") as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                metrics_text = await resp.text()
+        async with session.get(server.url + "/nope") as resp:
+            assert resp.status == 404
+        async with session.post(server.url + "/health") as resp:
+            assert resp.status == 405
+    assert health["status"] == "ok"
+    assert health["version"] and health["protocol"] == "1.0"
+    assert health["clients"] == 1
+    assert health["slots_free"] == 8
+    assert health["websocket_clients"] == 1
+    samples = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("#"):
+            assert re.match(r"# (HELP|TYPE) asciichat_\w+ ", line), line
+            continue
+        name, value = line.rsplit(" ", 1)
+        samples[name] = float(value)
+    assert samples["asciichat_connections_total"] == 1
+    assert samples["asciichat_slots_used"] == 1
+    assert samples["asciichat_slots_max"] == 9
+    assert samples["asciichat_slots_free"] == 8
+    assert samples['asciichat_frames_total{direction="in"}'] == 1
+    assert samples['asciichat_bytes_total{direction="out"}'] == 25
+    assert samples['asciichat_handshakes_total{result="ok"}'] == 0
+    assert samples["asciichat_reassembly_timeouts_total"] == 0
+    assert samples["asciichat_websocket_clients"] == 1
+    assert "# TYPE asciichat_frames_total counter" in metrics_text
+    # one TYPE line per family, even for labelled pairs
+    assert metrics_text.count("# TYPE asciichat_bytes_total ") == 1
+
+
+async def test_shutdown_closes_every_client_quickly(ws_factory, make_packet, caplog) -> None:
+    server = await ws_factory()
+    async with aiohttp.ClientSession() as session:
+        clients = [await session.ws_connect(server.url, protocols=("acip",)) for _ in range(5)]
+        for ws in clients:
+            await ws.send_bytes(make_packet(1, b"x"))
+            await ws.receive(timeout=5)
+        started = time.monotonic()
+        await server.listener.close()
+        assert time.monotonic() - started < 2.0
+        for ws in clients:
+            msg = await ws.receive(timeout=2)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            if msg.type is aiohttp.WSMsgType.CLOSE:
+                assert msg.data == 1001
+            await ws.close()
+    assert server.metrics.slots_used == 0
+    assert server.room.released == 5
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with aiohttp.ClientSession() as session:
+            await session.ws_connect(server.url, protocols=("acip",), timeout=aiohttp.ClientWSTimeout(ws_close=1))
+
+
+async def test_connect_and_disconnect_are_logged(ws_factory, make_packet, caplog) -> None:
+    server = await ws_factory()
+    async with ws_client(server.url + "/room") as ws:
+        await ws.send_bytes(make_packet(1, b"x"))
+        await ws.receive(timeout=5)
+    await server.wait_for(lambda: server.room.released == 1)
+    await server.wait_for(lambda: bool(_lines(caplog, "[WS_DISCONNECT]")))
+    (connect,) = _lines(caplog, "[WS_CONNECT]")
+    (disconnect,) = _lines(caplog, "[WS_DISCONNECT]")
+    for line in (connect, disconnect):
+        assert re.match(LINE_RE, line), line
+        assert "[DEBUG]" in line and "transport/ws.py:" in line
+    assert "path=/room" in connect and "subprotocol=acip" in connect
+    assert re.search(r"\(id=1, cleanup=done, active=(true|false), reason=peer closed \(1000\)", disconnect), disconnect
+
+
+async def test_ipv6_listener(ws_factory, make_packet) -> None:
+    try:
+        server = await ws_factory(hosts=("::1",))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    async with ws_client(f"http://[::1]:{server.port}/") as ws:
+        await ws.send_bytes(make_packet(1, b"v6"))
+        assert (await ws.receive(timeout=5)).data == make_packet(1, b"v6")
+    await server.wait_for(lambda: server.room.released == 1)
