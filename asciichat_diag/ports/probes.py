@@ -1,0 +1,300 @@
+"""Active probes against a local port: TCP connect per family, an ACIP hello, a WebSocket upgrade.
+
+Only loopback addresses are ever contacted. The ACIP bytes come from the project's sans-I/O
+protocol core, so the probe speaks exactly what the server parses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+
+from asciichat_diag.ports.model import AcipProbe, ConnectProbe, WsProbe, format_endpoint
+
+LOOPBACKS = (("127.0.0.1", "IPv4"), ("::1", "IPv6"))
+SERVER_FULL_PREFIX = b"SERVER_FULL"
+# Mode byte of PROTOCOL_VERSION: bit0 ENCRYPT. A default ascii-chat client sends 0x01.
+CLIENT_CRYPTO_MODE = 0x01
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "timeout", "no answer before the timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused", "connection refused"
+    if isinstance(exc, OSError) and exc.errno in (errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.EAFNOSUPPORT):
+        return "unavailable", f"address not available here ({exc.strerror})"
+    return "error", f"{type(exc).__name__}: {exc}"
+
+
+async def connect_probe(address: str, family: str, port: int, timeout_s: float) -> ConnectProbe:
+    """One TCP connect; closes at once without sending anything."""
+    start = time.perf_counter()
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout_s)
+    except Exception as exc:  # every failure is a probe result
+        status, text = _classify(exc)
+        return ConnectProbe(address, family, status, _ms(start), text)
+    elapsed = _ms(start)
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return ConnectProbe(address, family, "ok", elapsed)
+
+
+async def acip_probe(address: str, port: int, timeout_s: float) -> AcipProbe:
+    """Send PROTOCOL_VERSION (and CRYPTO_CAPABILITIES once answered); read what the server says.
+
+    An encrypting ascii-chat server echoes PROTOCOL_VERSION and answers the capabilities with
+    CRYPTO_PARAMETERS, which tells whether it signs its keys and wants client keys. Stops before
+    the key exchange: nothing is joined, no slot stays taken.
+    """
+    from asciichat_server.protocol.constants import PacketType
+    from asciichat_server.protocol.errors import ProtocolError
+    from asciichat_server.protocol.packets import PacketDecoder, encode_packet
+    from asciichat_server.protocol.payloads import (
+        CryptoCapabilities,
+        CryptoParameters,
+        ErrorMessage,
+        ProtocolVersion,
+    )
+
+    start = time.perf_counter()
+    result = AcipProbe(address, "error", False, None, 0.0)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout_s)
+    except Exception as exc:
+        result.status, result.detail = _classify(exc)
+        result.ms = _ms(start)
+        return result
+
+    def name(ptype: int) -> str:
+        try:
+            return PacketType(ptype).name
+        except ValueError:
+            return f"type {ptype}"
+
+    decoder = PacketDecoder()
+    raw_seen = b""
+    sent_caps = False
+    try:
+        hello = ProtocolVersion(
+            protocol_version=1,
+            protocol_revision=0,
+            supports_encryption=CLIENT_CRYPTO_MODE,
+            compression_algorithms=0,
+            compression_threshold=0,
+            feature_flags=0,
+        )
+        writer.write(encode_packet(PacketType.PROTOCOL_VERSION, hello.encode()))
+        await writer.drain()
+        deadline = time.perf_counter() + timeout_s
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise TimeoutError
+            chunk = await asyncio.wait_for(reader.read(65536), left)
+            if not chunk:
+                if result.packets:
+                    result.status = "acip"
+                    result.detail = result.detail or "ACIP server answered, then closed"
+                else:
+                    result.status = "closed"
+                    result.detail = (
+                        "the server closed the connection without answering PROTOCOL_VERSION "
+                        "(not ACIP, or an ACIP server running --no-encrypt, which drops it)"
+                    )
+                break
+            raw_seen += chunk
+            if not result.packets and raw_seen.startswith(SERVER_FULL_PREFIX[: len(raw_seen)]):
+                if len(raw_seen) < len(SERVER_FULL_PREFIX):
+                    continue
+                result.status = "server_full"
+                result.answered = True
+                result.server_message = raw_seen.split(b"\n", 1)[0].decode("utf-8", "replace")
+                result.detail = f"ascii-chat server answered but is full: {result.server_message!r}"
+                break
+            try:
+                packets = decoder.feed(chunk)
+            except ProtocolError as exc:
+                result.status = "not_acip"
+                result.answered = True
+                result.detail = f"something answered, but not ACIP ({exc.reason}); first bytes {raw_seen[:16]!r}"
+                break
+            done = False
+            for packet in packets:
+                result.packets.append(name(packet.type))
+                result.answered = True
+                if packet.type == PacketType.PROTOCOL_VERSION:
+                    reply = ProtocolVersion.decode(packet.payload)
+                    result.mode_echo = reply.supports_encryption
+                    result.wants_encryption = bool(reply.supports_encryption & 0x01)
+                    if not sent_caps:
+                        caps = CryptoCapabilities(
+                            supported_kex_algorithms=1,
+                            supported_auth_algorithms=1,
+                            supported_cipher_algorithms=1,
+                            requires_verification=0,
+                            preferred_kex=1,
+                            preferred_auth=0,
+                            preferred_cipher=1,
+                        )
+                        writer.write(encode_packet(PacketType.CRYPTO_CAPABILITIES, caps.encode()))
+                        await writer.drain()
+                        sent_caps = True
+                elif packet.type == PacketType.CRYPTO_PARAMETERS:
+                    params = CryptoParameters.decode(packet.payload)
+                    result.selected_cipher = params.selected_cipher
+                    result.server_identity = bool(params.selected_auth)
+                    result.client_keys_required = bool(params.verification_enabled)
+                    result.wants_encryption = bool(params.selected_cipher)
+                    result.status = "acip"
+                    done = True
+                elif packet.type == PacketType.ERROR_MESSAGE:
+                    try:
+                        err = ErrorMessage.decode(packet.payload)
+                        result.server_message = f"error {err.code}: {err.message}"
+                    except ProtocolError:
+                        result.server_message = "unparseable ERROR_MESSAGE"
+                    result.status = "acip"
+                    result.detail = f"ACIP server refused the encrypted hello: {result.server_message}"
+                    done = True
+                elif packet.type == PacketType.CRYPTO_AUTH_FAILED:
+                    result.status = "acip"
+                    result.detail = "ACIP server answered AUTH_FAILED to the hello"
+                    done = True
+                else:
+                    # A plaintext server sends its first app packets; that is an answer too.
+                    result.status = "acip"
+                    done = True
+            if done:
+                break
+    except TimeoutError:
+        if result.packets:
+            result.status = "acip"
+            result.detail = f"ACIP server answered {', '.join(result.packets)}, then went quiet"
+        else:
+            result.status = "timeout"
+            result.detail = f"connected, sent PROTOCOL_VERSION, no answer within {timeout_s:g} s"
+    except OSError as exc:
+        result.status = "acip" if result.packets else "closed"
+        result.detail = result.detail or f"connection failed mid-probe: {exc}"
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+    result.ms = _ms(start)
+    if result.status == "acip" and not result.detail:
+        enc = {True: "wants encryption", False: "does not want encryption", None: "encryption unknown"}
+        extra = []
+        if result.server_identity:
+            extra.append("signs with an identity key")
+        if result.client_keys_required:
+            extra.append("requires client keys")
+        result.detail = f"ACIP server answered ({', '.join(result.packets)}); {enc[result.wants_encryption]}" + (
+            f"; {', '.join(extra)}" if extra else ""
+        )
+    return result
+
+
+async def ws_probe(address: str, port: int, timeout_s: float, path: str = "/") -> WsProbe:
+    """WebSocket upgrade asking for subprotocol `acip`; report the first packet the server sends."""
+    import aiohttp
+
+    from asciichat_server.protocol.constants import PacketType
+    from asciichat_server.protocol.errors import ProtocolError
+    from asciichat_server.protocol.packets import PacketDecoder
+
+    host = f"[{address}]" if ":" in address else address
+    url = f"ws://{host}:{port}{path}"
+    start = time.perf_counter()
+    result = WsProbe(url, "error", 0.0)
+    timeout = aiohttp.ClientTimeout(total=timeout_s * 2, connect=timeout_s)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.ws_connect(url, protocols=("acip",), autoping=True, max_msg_size=0) as ws,
+        ):
+            result.status = "upgraded"
+            result.http_status = 101
+            result.subprotocol = ws.protocol
+            try:
+                msg = await ws.receive(timeout=timeout_s)
+            except TimeoutError:
+                result.detail = f"upgraded, but the server sent nothing within {timeout_s:g} s"
+                msg = None
+            if msg is not None:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    try:
+                        packets = PacketDecoder().feed(msg.data)
+                    except ProtocolError as exc:
+                        packets = []
+                        result.detail = f"first message is not an ACIP packet ({exc.reason})"
+                    if packets:
+                        result.first_packet_type = packets[0].type
+                        try:
+                            result.first_packet = PacketType(packets[0].type).name
+                        except ValueError:
+                            result.first_packet = f"type {packets[0].type}"
+                elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                    result.detail = f"server closed the WebSocket at once (code {ws.close_code})"
+                else:
+                    result.detail = f"first message was {msg.type.name}, not a binary ACIP packet"
+    except aiohttp.WSServerHandshakeError as exc:
+        result.status = "http_error"
+        result.http_status = exc.status
+        result.detail = f"upgrade refused: HTTP {exc.status} {exc.message}"
+    except aiohttp.ClientConnectorError as exc:
+        result.status, result.detail = _classify(exc.os_error)
+    except Exception as exc:
+        result.status, result.detail = _classify(exc)
+        if result.status == "error" and isinstance(exc, aiohttp.ClientError):
+            result.detail = f"{type(exc).__name__}: {exc}"
+    result.ms = _ms(start)
+    if result.status == "upgraded" and not result.detail:
+        proto = result.subprotocol or "none"
+        first = result.first_packet or "nothing"
+        result.detail = f"upgraded; subprotocol {proto}; first packet {first}"
+        if result.subprotocol != "acip":
+            result.detail += " (the server did not echo subprotocol acip; browsers then refuse the connection)"
+    return result
+
+
+async def _all(port: int, timeout_s: float, acip: bool, ws: bool, ws_path: str):
+    connects = await asyncio.gather(*(connect_probe(a, f, port, timeout_s) for a, f in LOOPBACKS))
+    # talk ACIP / WebSocket over whichever loopback family accepted (IPv4 first, like the C client)
+    reachable = [p.address for p in connects if p.status == "ok"]
+    target = reachable[0] if reachable else "127.0.0.1"
+    tasks = []
+    if acip:
+        tasks.append(acip_probe(target, port, timeout_s))
+    if ws:
+        tasks.append(ws_probe(target, port, timeout_s, ws_path))
+    results = await asyncio.gather(*tasks)
+    acip_result = results.pop(0) if acip else None
+    ws_result = results.pop(0) if ws else None
+    return list(connects), acip_result, ws_result
+
+
+def run_probes(
+    port: int, *, timeout_s: float = 1.0, acip: bool = False, ws: bool = False, ws_path: str = "/"
+) -> tuple[list[ConnectProbe], AcipProbe | None, WsProbe | None]:
+    """Connect to 127.0.0.1 and ::1 (in parallel), then the optional ACIP and WebSocket probes."""
+    return asyncio.run(_all(port, timeout_s, acip, ws, ws_path))
+
+
+def describe(probe: ConnectProbe, port: int) -> str:
+    """'127.0.0.1:27224 ok 0.21 ms'."""
+    return f"{format_endpoint(probe.address, port)} {probe.status} {probe.ms:.2f} ms"
+
+
+__all__ = ["LOOPBACKS", "acip_probe", "connect_probe", "describe", "run_probes", "ws_probe"]
