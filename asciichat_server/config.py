@@ -66,8 +66,9 @@ class ServerConfig:
     log_format: str = "text"
     websocket: bool = True
     websocket_port: int = DEFAULT_WEBSOCKET_PORT
-    # WS helper's knobs (kept here so one config object serves both transports).
-    ws_reassembly_timeout_s: float = 2.0
+    # WS transport knobs (kept here so one config object serves both transports).
+    reassembly_timeout_s: float = 2.0
+    ws_heartbeat_s: float = 20.0
     ws_plaintext: bool = False
     bind_retries: int = 5
     bind_backoff_s: float = 0.1
