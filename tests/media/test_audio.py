@@ -1,0 +1,188 @@
+"""Opus mixing with the real libopus (PyAV): each listener hears everyone but itself, clipped, bounded."""
+
+import av
+import numpy as np
+import pytest
+
+from asciichat_server.media.audio import FRAME_SAMPLES, SAMPLE_RATE, AudioMixer
+
+
+def sine(freq: float, frames: int, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(frames * FRAME_SAMPLES) / SAMPLE_RATE
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def opus_encode(samples: np.ndarray) -> list[bytes]:
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate = SAMPLE_RATE
+    enc.layout = "mono"
+    enc.format = "flt"
+    enc.bit_rate = 128_000
+    out = []
+    for i in range(len(samples) // FRAME_SAMPLES):
+        frame = av.AudioFrame.from_ndarray(
+            samples[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES].reshape(1, -1), format="flt", layout="mono"
+        )
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = i * FRAME_SAMPLES
+        out.extend(bytes(p) for p in enc.encode(frame))
+    return out
+
+
+def opus_decode(packets: list[bytes]) -> np.ndarray:
+    dec = av.CodecContext.create("opus", "r")  # FFmpeg's own decoder: independent of the mixer's libopus
+    dec.sample_rate = SAMPLE_RATE
+    dec.layout = "mono"
+    chunks = [f.to_ndarray()[0] for p in packets for f in dec.decode(av.Packet(p))]
+    return np.concatenate(chunks).astype(np.float64)
+
+
+def band_power(signal: np.ndarray, freq: float) -> float:
+    signal = signal[SAMPLE_RATE // 10 :]  # skip codec warm-up
+    spectrum = np.abs(np.fft.rfft(signal * np.hanning(len(signal)))) ** 2
+    freqs = np.fft.rfftfreq(len(signal), 1 / SAMPLE_RATE)
+    return float(spectrum[(freqs > freq - 30) & (freqs < freq + 30)].sum())
+
+
+def test_each_listener_hears_only_the_other() -> None:
+    frames = 50  # one second
+    a, b = opus_encode(sine(440, frames)), opus_encode(sine(1000, frames))
+    assert len(a) == len(b) == frames
+    mixer = AudioMixer()
+    for listener in (1, 2, 3):
+        mixer.add_listener(listener)
+    heard: dict[int, list[bytes]] = {1: [], 2: [], 3: []}
+    for start in range(0, frames, 5):
+        mixer.push_opus(1, a[start : start + 5])
+        mixer.push_opus(2, b[start : start + 5])
+        for listener in heard:
+            heard[listener].extend(mixer.mix_for(listener))
+    assert [len(heard[k]) for k in (1, 2, 3)] == [frames, frames, frames]
+    one, two, three = (opus_decode(heard[k]) for k in (1, 2, 3))
+    # Listener 1 sends 440 Hz: it must hear 1000 Hz and (practically) no 440 Hz; listener 2 the reverse.
+    assert band_power(one, 1000) > 1000 * band_power(one, 440)
+    assert band_power(two, 440) > 1000 * band_power(two, 1000)
+    # Listener 3 sends nothing and hears both at similar strength.
+    ratio = band_power(three, 440) / band_power(three, 1000)
+    assert 0.5 < ratio < 2.0
+    assert mixer.stats.decode_errors == 0
+
+
+def test_late_batches_are_not_cut_short() -> None:
+    # Source 2's batches arrive 3 frames behind source 1's; every frame of both still reaches listener 3.
+    pcm_a, pcm_b = sine(300, 40, 0.3), sine(700, 40, 0.3)
+    a, b = opus_encode(pcm_a), opus_encode(pcm_b)
+    mixer = AudioMixer()
+    mixer.add_listener(3)
+    got = []
+    for start in range(0, 40, 8):
+        mixer.push_opus(1, a[start : start + 8])
+        mixer.push_opus(2, b[start : start + 5])
+        got += mixer.mix_pcm_for(3)
+        mixer.push_opus(2, b[start + 5 : start + 8])
+        got += mixer.mix_pcm_for(3)
+    assert len(got) == 40
+    assert mixer.stats.frames_decoded == 80
+
+
+def test_pcm_mix_excludes_own_voice_exactly_and_clips() -> None:
+    mixer = AudioMixer()
+    for listener in (1, 2, 3):
+        mixer.add_listener(listener)
+    x = sine(200, 5, 0.8)
+    y = sine(200, 5, 0.8)  # in phase: the sum peaks at 1.6
+    mixer.push_pcm(1, x)
+    mixer.push_pcm(2, y)
+    three = np.concatenate(mixer.mix_pcm_for(3))
+    one = np.concatenate(mixer.mix_pcm_for(1))
+    assert np.allclose(one, y, atol=1e-6)  # listener 1 hears exactly source 2
+    total = x.astype(np.float64) + y
+    assert three.max() == 1.0 and three.min() == -1.0
+    assert np.all(three[total > 1.0] == 1.0) and np.all(three[total < -1.0] == -1.0)
+    inside = np.abs(total) <= 1.0
+    assert np.allclose(three[inside], total[inside], atol=1e-6)
+    # no wrap-around: the sign always follows the true sum
+    assert np.all(np.sign(three[np.abs(total) > 1e-3]) == np.sign(total[np.abs(total) > 1e-3]))
+    # and the Opus path keeps it within range too
+    mixer.push_pcm(1, x)
+    mixer.push_pcm(2, y)
+    decoded = opus_decode(mixer.mix_for(3))
+    assert np.abs(decoded).max() <= 1.05
+
+
+def test_lone_speaker_costs_nothing() -> None:
+    mixer = AudioMixer()
+    mixer.add_listener(1)
+    mixer.push_opus(1, opus_encode(sine(440, 10)))
+    assert mixer.mix_for(1) == []
+    assert mixer.stats.frames_decoded == 0 and mixer.stats.frames_encoded == 0
+    # A second listener arrives: from now on source 1 is decoded for it, and listener 1 still hears nothing.
+    mixer.add_listener(2)
+    mixer.push_opus(1, opus_encode(sine(440, 10)))
+    assert mixer.mix_for(1) == []
+    assert len(mixer.mix_for(2)) == 10
+    assert mixer.stats.frames_decoded == 10 and mixer.stats.frames_encoded == 10
+
+
+def test_no_audio_no_work() -> None:
+    mixer = AudioMixer()
+    assert mixer.mix_for(7) == [] and mixer.mix_pcm_for(8) == []
+    assert not mixer.has_audio()
+    assert mixer.stats.rounds == 0
+
+
+def test_source_queue_is_bounded() -> None:
+    mixer = AudioMixer(max_source_frames=24)
+    mixer.add_listener(2)
+    packets = opus_encode(sine(440, 100))
+    for start in range(0, 100, 10):
+        mixer.push_opus(1, packets[start : start + 10])
+    assert mixer.stats.frames_dropped == 76
+    assert len(mixer.mix_pcm_for(2)) == 24
+    mixer.push_pcm(3, np.zeros(FRAME_SAMPLES * 100, np.float32))
+    assert mixer.stats.frames_dropped == 76 + 76
+
+
+def test_lagging_listener_is_bounded() -> None:
+    mixer = AudioMixer(max_rounds=4)
+    mixer.add_listener(1)
+    mixer.add_listener(2)  # never collects
+    for _ in range(20):
+        mixer.push_pcm(3, np.full(FRAME_SAMPLES, 0.1, np.float32))
+        assert len(mixer.mix_pcm_for(1)) == 1
+    assert len(mixer._rounds) <= 4
+    assert len(mixer.mix_pcm_for(2)) == 4  # skipped ahead to the newest rounds
+
+
+def test_bad_opus_is_reported_not_raised() -> None:
+    mixer = AudioMixer()
+    mixer.add_listener(2)
+    good = opus_encode(sine(440, 3))
+    mixer.push_opus(1, [good[0], b"\xff\xfe\xfd", good[1]])
+    out = mixer.mix_pcm_for(2)
+    errors = mixer.pop_errors()
+    assert list(errors) == [1] and "Opus decode failed" in errors[1]
+    assert len(out) == 2 and mixer.stats.decode_errors == 1
+    assert mixer.pop_errors() == {}
+
+
+def test_remove_forgets_source_and_listener() -> None:
+    mixer = AudioMixer()
+    mixer.add_listener(2)
+    mixer.push_pcm(1, sine(440, 2))
+    mixer.remove(1)
+    assert mixer.mix_pcm_for(2) == []
+    mixer.remove(2)
+    mixer.remove(99)  # unknown ids are fine
+
+
+@pytest.mark.parametrize("n_listeners", [32])
+def test_many_listeners_share_rounds(n_listeners: int) -> None:
+    mixer = AudioMixer()
+    for i in range(n_listeners):
+        mixer.add_listener(i)
+    mixer.push_pcm(0, sine(440, 4, 0.2))
+    mixer.push_pcm(1, sine(880, 4, 0.2))
+    outs = [mixer.mix_pcm_for(i) for i in range(n_listeners)]
+    assert all(len(o) == 4 for o in outs)
+    assert mixer.stats.rounds == 1
