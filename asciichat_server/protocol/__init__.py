@@ -1,0 +1,1 @@
+"""Sans-I/O ACIP core (placeholder surface; completed in step 2)."""

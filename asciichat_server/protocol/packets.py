@@ -1,0 +1,145 @@
+"""ACIP packet framing: the 22-byte header, whole-packet encoding and an incremental stream decoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .constants import (
+    HEADER_SIZE,
+    HEADER_STRUCT,
+    INVALID_LENGTH,
+    MAGIC,
+    MAGIC_BYTES,
+    MAX_PAYLOAD,
+    packet_type_name,
+)
+from .crc import crc32c
+from .errors import ProtocolError
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One decoded packet. `type` is kept as a plain int so unknown types survive decoding."""
+
+    type: int
+    payload: bytes
+    client_id: int = 0
+
+
+@dataclass(frozen=True)
+class Header:
+    magic: int
+    type: int
+    length: int
+    crc32: int
+    client_id: int
+
+
+def encode_header(ptype: int, payload: bytes = b"", client_id: int = 0) -> bytes:
+    """The 22-byte header for `payload`; the CRC field is 0 for an empty payload."""
+    checksum = crc32c(payload) if payload else 0
+    return HEADER_STRUCT.pack(MAGIC, ptype, len(payload), checksum, client_id)
+
+
+def encode_packet(ptype: int, payload: bytes = b"", client_id: int = 0) -> bytes:
+    """A complete wire packet (header + payload)."""
+    if not 0 <= ptype <= 0xFFFF:
+        raise ValueError(f"packet type {ptype} does not fit in u16")
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte ACIP limit")
+    return encode_header(ptype, payload, client_id) + bytes(payload)
+
+
+def parse_header(data: bytes | bytearray | memoryview, max_payload: int = MAX_PAYLOAD) -> Header:
+    """Parse and validate the first 22 bytes of `data` (no payload checks beyond the length limits)."""
+    if len(data) < HEADER_SIZE:
+        raise ProtocolError(f"truncated header: {len(data)} of {HEADER_SIZE} bytes")
+    magic, ptype, length, checksum, client_id = HEADER_STRUCT.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic 0x{magic:016x} (expected 0x{MAGIC:016x})")
+    if length == INVALID_LENGTH:
+        raise ProtocolError("invalid payload length 0xFFFFFFFF")
+    if length > max_payload:
+        raise ProtocolError(
+            f"payload length {length} of {packet_type_name(ptype)} exceeds the {max_payload}-byte limit"
+        )
+    if length == 0 and checksum != 0:
+        raise ProtocolError(f"non-zero CRC 0x{checksum:08x} on empty {packet_type_name(ptype)}")
+    return Header(magic, ptype, length, checksum, client_id)
+
+
+def _check_crc(header: Header, payload: bytes) -> None:
+    if header.length and crc32c(payload) != header.crc32:
+        raise ProtocolError(
+            f"CRC mismatch on {packet_type_name(header.type)}: header 0x{header.crc32:08x}, "
+            f"payload 0x{crc32c(payload):08x}"
+        )
+
+
+def decode_packet(data: bytes | bytearray | memoryview, max_payload: int = MAX_PAYLOAD) -> Packet:
+    """Decode exactly one packet occupying all of `data` (a WebSocket message, an ENCRYPTED inner packet)."""
+    header = parse_header(data, max_payload)
+    if len(data) - HEADER_SIZE != header.length:
+        raise ProtocolError(
+            f"{packet_type_name(header.type)} declares {header.length} payload bytes, carries {len(data) - HEADER_SIZE}"
+        )
+    payload = bytes(data[HEADER_SIZE:])
+    _check_crc(header, payload)
+    return Packet(header.type, payload, header.client_id)
+
+
+class PacketDecoder:
+    """Turns a TCP byte stream, in chunks of any size, into packets.
+
+    Every limit is checked on the header before the payload is buffered, and the magic is checked
+    byte by byte as it arrives, so a non-ACIP peer is rejected after its first wrong byte. After a
+    ProtocolError the decoder stays failed.
+    """
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self._buf = bytearray()
+        self._header: Header | None = None
+        self._error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as part of a packet."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
+        if self._error is not None:
+            raise ProtocolError(f"decoder already failed: {self._error.reason}", self._error.error_code)
+        try:
+            return self._feed(data)
+        except ProtocolError as exc:
+            self._error = exc
+            self._buf.clear()
+            raise
+
+    def _feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
+        self._buf += data
+        packets: list[Packet] = []
+        pos = 0
+        buf = self._buf
+        while True:
+            if self._header is None:
+                available = len(buf) - pos
+                if available < HEADER_SIZE:
+                    prefix = buf[pos : pos + min(available, len(MAGIC_BYTES))]
+                    if not MAGIC_BYTES.startswith(prefix):
+                        raise ProtocolError(f"bad magic: stream starts with {bytes(prefix).hex()}")
+                    break
+                self._header = parse_header(bytes(buf[pos : pos + HEADER_SIZE]), self.max_payload)
+                pos += HEADER_SIZE
+            header = self._header
+            if len(buf) - pos < header.length:
+                break
+            payload = bytes(buf[pos : pos + header.length])
+            pos += header.length
+            self._header = None
+            _check_crc(header, payload)
+            packets.append(Packet(header.type, payload, header.client_id))
+        if pos:
+            del buf[:pos]
+        return packets

@@ -1,0 +1,219 @@
+"""Framing: header validation, the stream decoder under any chunking, and real c41 traffic."""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asciichat_server.protocol.constants import HEADER_SIZE, MAGIC, MAX_PAYLOAD, PacketType
+from asciichat_server.protocol.crc import crc32c
+from asciichat_server.protocol.errors import ProtocolError
+from asciichat_server.protocol.packets import Packet, PacketDecoder, decode_packet, encode_packet, parse_header
+from asciichat_server.protocol.payloads import (
+    CryptoCapabilities,
+    CryptoParameters,
+    KeyExchangeInit,
+    KeyExchangeResp,
+    ProtocolVersion,
+    ServerState,
+    StreamFlags,
+)
+
+
+def _raw_header(ptype: int, length: int, crc: int, magic: int = MAGIC, client_id: int = 0) -> bytes:
+    return struct.pack(">QHIII", magic, ptype, length, crc, client_id)
+
+
+def _feed_bytewise(data: bytes) -> list[Packet]:
+    decoder = PacketDecoder()
+    out: list[Packet] = []
+    for i in range(len(data)):
+        out += decoder.feed(data[i : i + 1])
+    return out
+
+
+# ---------------------------------------------------------------- malformed input, one class each
+
+
+MALFORMED = {
+    "bad magic": (_raw_header(5001, 0, 0, magic=0xDEADBEEF), "bad magic"),
+    "garbage text": (b"GET / HTTP/1.1\r\n\r\n", "bad magic"),
+    "bad crc": (_raw_header(5005, 4, 0x12345678) + b"\0\0\0\x03", "CRC mismatch"),
+    "crc on empty payload": (_raw_header(5001, 0, 1), "non-zero CRC"),
+    "oversize": (_raw_header(3001, MAX_PAYLOAD + 1, 0), "exceeds"),
+    "length 0xFFFFFFFF": (_raw_header(3001, 0xFFFFFFFF, 0), "0xFFFFFFFF"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_stream_raises_protocol_error_44(case: str) -> None:
+    data, needle = MALFORMED[case]
+    decoder = PacketDecoder()
+    with pytest.raises(ProtocolError) as info:
+        decoder.feed(data)
+    assert needle in info.value.reason
+    assert info.value.error_code == 44
+    # A failed decoder stays failed: no half-working stream after garbage.
+    with pytest.raises(ProtocolError):
+        decoder.feed(encode_packet(PacketType.PING))
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_stream_fails_with_one_byte_chunks_too(case: str) -> None:
+    data, needle = MALFORMED[case]
+    with pytest.raises(ProtocolError) as info:
+        _feed_bytewise(data)
+    assert needle in info.value.reason
+
+
+def test_bad_magic_is_detected_on_the_first_wrong_byte() -> None:
+    decoder = PacketDecoder()
+    decoder.feed(b"\x00\x00\x00")
+    with pytest.raises(ProtocolError, match="bad magic"):
+        decoder.feed(b"\x0b")
+
+
+def test_limits_are_checked_before_the_payload_arrives() -> None:
+    decoder = PacketDecoder()
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decoder.feed(_raw_header(3001, MAX_PAYLOAD + 1, 0))
+    assert decoder.buffered == 0
+
+
+def test_max_payload_exactly_is_accepted_and_custom_limit_applies() -> None:
+    payload = b"x" * MAX_PAYLOAD
+    assert PacketDecoder().feed(encode_packet(3001, payload)) == [Packet(3001, payload)]
+    with pytest.raises(ProtocolError):
+        PacketDecoder(max_payload=10).feed(encode_packet(3001, b"x" * 11))
+
+
+def test_truncated_stream_keeps_waiting_and_reports_buffered() -> None:
+    wire = encode_packet(PacketType.STREAM_START, b"\0\0\0\x01")
+    decoder = PacketDecoder()
+    assert decoder.feed(wire[:-1]) == []
+    assert decoder.buffered == len(wire) - 1 - HEADER_SIZE  # header consumed, payload pending
+    assert decoder.feed(wire[-1:]) == [Packet(PacketType.STREAM_START, b"\0\0\0\x01")]
+    assert decoder.buffered == 0
+
+
+def test_decode_packet_requires_exact_length() -> None:
+    wire = encode_packet(PacketType.SERVER_STATE, ServerState(1, 0).encode())
+    assert decode_packet(wire).type == PacketType.SERVER_STATE
+    for bad in (wire[:-1], wire + b"\0", wire[:10]):
+        with pytest.raises(ProtocolError):
+            decode_packet(bad)
+
+
+def test_unknown_types_survive_framing() -> None:
+    wire = encode_packet(4242, b"abc", client_id=7)
+    assert decode_packet(wire) == Packet(4242, b"abc", 7)
+
+
+def test_encode_packet_refuses_what_cannot_be_sent() -> None:
+    with pytest.raises(ValueError):
+        encode_packet(3001, b"x" * (MAX_PAYLOAD + 1))
+    with pytest.raises(ValueError):
+        encode_packet(70000)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    packets=st.lists(
+        st.tuples(st.integers(0, 0xFFFF), st.binary(max_size=300), st.integers(0, 0xFFFFFFFF)), max_size=8
+    ),
+    cuts=st.lists(st.integers(1, 64), max_size=40),
+)
+def test_any_chunking_yields_the_same_packets(packets: list[tuple[int, bytes, int]], cuts: list[int]) -> None:
+    wire = b"".join(encode_packet(t, p, c) for t, p, c in packets)
+    decoder = PacketDecoder()
+    got: list[Packet] = []
+    pos = 0
+    for cut in cuts:
+        got += decoder.feed(wire[pos : pos + cut])
+        pos += cut
+    got += decoder.feed(wire[pos:])
+    assert got == [Packet(t, p, c) for t, p, c in packets]
+    assert decoder.buffered == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=200))
+def test_random_bytes_either_decode_or_raise_protocol_error(data: bytes) -> None:
+    decoder = PacketDecoder()
+    try:
+        for packet in decoder.feed(data):
+            assert encode_packet(packet.type, packet.payload, packet.client_id) in data
+    except ProtocolError:
+        pass
+
+
+def test_one_byte_chunks_of_a_large_packet() -> None:
+    payload = bytes(range(256)) * 64
+    wire = encode_packet(PacketType.IMAGE_FRAME, payload) + encode_packet(PacketType.PING)
+    assert _feed_bytewise(wire) == [Packet(PacketType.IMAGE_FRAME, payload), Packet(PacketType.PING, b"")]
+
+
+# ---------------------------------------------------------------- real c41 capture
+
+CAPTURE = Path(__file__).resolve().parent / "data" / "capture-c41.txt"
+LINE = re.compile(
+    r"type=(?P<type>\d+)\((?P<name>\w+)\) length=(?P<length>\d+) crc32=0x(?P<crc>[0-9a-f]{8}).*?"
+    r"client_id=(?P<cid>\d+) hex=(?P<header>[0-9a-f]{44})\|(?P<payload>[0-9a-f]*)(?P<cut>\.\.\.)?"
+)
+
+
+def _capture_lines() -> list[re.Match[str]]:
+    path = CAPTURE if CAPTURE.exists() else Path(__file__).resolve().parents[3] / "shared/spec/capture-c41.txt"
+    return [m for m in (LINE.search(line) for line in path.read_text().splitlines()) if m]
+
+
+def test_capture_headers_parse() -> None:
+    lines = _capture_lines()
+    assert len(lines) > 40
+    for m in lines:
+        header = parse_header(bytes.fromhex(m["header"]))
+        assert header.type == int(m["type"])
+        assert PacketType(header.type).name.endswith(m["name"])
+        assert header.length == int(m["length"])
+        assert header.crc32 == int(m["crc"], 16)
+        assert header.client_id == int(m["cid"])
+
+
+def test_capture_whole_plaintext_packets_decode_bytewise() -> None:
+    complete = [
+        m
+        for m in _capture_lines()
+        if len(m["payload"]) // 2 == int(m["length"]) and int(m["type"]) != PacketType.ENCRYPTED
+    ]
+    assert len(complete) > 20
+    wire = b"".join(bytes.fromhex(m["header"] + m["payload"]) for m in complete)
+    packets = _feed_bytewise(wire)
+    assert [p.type for p in packets] == [int(m["type"]) for m in complete]
+    for packet in packets:
+        match packet.type:
+            case PacketType.PROTOCOL_VERSION:
+                assert ProtocolVersion.decode(packet.payload).supports_encryption == 0x01
+            case PacketType.CRYPTO_CAPABILITIES:
+                assert CryptoCapabilities.decode(packet.payload) == CryptoCapabilities()
+            case PacketType.CRYPTO_PARAMETERS:
+                assert CryptoParameters.decode(packet.payload) == CryptoParameters()
+            case PacketType.CRYPTO_KEY_EXCHANGE_INIT:
+                assert not KeyExchangeInit.decode(packet.payload).authenticated
+            case PacketType.CRYPTO_KEY_EXCHANGE_RESP:
+                assert not KeyExchangeResp.decode(packet.payload).authenticated
+            case PacketType.STREAM_START:
+                assert int(StreamFlags.decode(packet.payload).streams) in (1, 2, 3)
+            case PacketType.SERVER_STATE:
+                assert ServerState.decode(packet.payload).connected == 1
+            case _:
+                assert packet.payload == b"" or crc32c(packet.payload)
+
+
+def test_capture_ascii_frame_client_id_is_little_endian_id_1() -> None:
+    frames = [m for m in _capture_lines() if int(m["type"]) == PacketType.ASCII_FRAME]
+    assert frames and all(int(m["cid"]) == 0x01000000 for m in frames)
