@@ -58,9 +58,21 @@ CONNECT_LOG_EVERY_S = 1.0
 REASSEMBLY_LOG_EVERY_S = 10.0
 FLOW_LOG_EVERY_S = 10.0
 # RFC 6455 7.4.1 close codes used here.
+CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+# Room.close reasons (their first word) -> close code, so a browser's onclose event says why.
+_CLOSE_CODES = {
+    "shutdown": CLOSE_GOING_AWAY,
+    "server shutdown": CLOSE_GOING_AWAY,
+    "server full": CLOSE_TRY_AGAIN_LATER,
+    "protocol error": CLOSE_PROTOCOL_ERROR,
+    "auth failed": CLOSE_POLICY_VIOLATION,
+    "send queue overflow": CLOSE_POLICY_VIOLATION,
+}
 # A close frame's payload is at most 125 bytes: 2 for the code, the rest for the reason.
 _MAX_CLOSE_REASON = 123
 
@@ -426,11 +438,13 @@ class WsLink:
         finally:
             self._sends_waiting -= 1
 
-    async def close(self, reason: str = "", *, code: int = 1000) -> None:
+    async def close(self, reason: str = "", *, code: int | None = None) -> None:
         """Close with a close frame carrying ``reason``; idempotent, safe from any task."""
         if reason:
             self._note_reason(reason)
         if self._closing is None:
+            if code is None:
+                code = close_code_for(reason)
             self._closing = asyncio.ensure_future(self._close(code, reason or "bye"))
         # shield: a caller cancelled mid-close must not leave the socket half closed.
         await asyncio.shield(self._closing)
@@ -472,6 +486,12 @@ class WsLink:
         # aiohttp writes each frame synchronously, so this cannot land inside another frame.
         transport.write(close_frame(CLOSE_POLICY_VIOLATION, "reassembly timeout"))
         transport.close()
+
+
+def close_code_for(reason: str) -> int:
+    """The WebSocket close code for one of Room's close reasons ("protocol error: ..." -> 1002)."""
+    key = reason.split(":", 1)[0].strip().lower()
+    return _CLOSE_CODES.get(key, CLOSE_NORMAL)
 
 
 def _fmt_id(client_id: int | None) -> str:
