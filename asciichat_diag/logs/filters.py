@@ -1,0 +1,107 @@
+"""Record filters (--tag, --level, --client, --since/--until) and the per-file pipeline.
+
+The pipeline order is: attach a date, apply the record filters, then --grep (whose A/B/C
+context counts records that passed the other filters), then the rate-limit tracker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import regex
+
+from asciichat_diag.logs.dates import DateAssigner
+from asciichat_diag.logs.grep import GrepFilter, GrepHit, GrepPattern
+from asciichat_diag.logs.model import LEVEL_ALIASES, LEVEL_RANK, Record
+from asciichat_diag.logs.parse import client_ids
+
+
+def normalise_tag(tag: str) -> str:
+    """`[ws_flow]` -> `WS_FLOW`."""
+    return tag.strip().strip("[]").upper()
+
+
+def normalise_level(level: str) -> str:
+    name = level.strip().upper()
+    if name.isdigit() and int(name) < len(LEVEL_RANK):
+        return list(LEVEL_RANK)[int(name)]
+    name = LEVEL_ALIASES.get(name, name)
+    if name not in LEVEL_RANK:
+        raise ValueError(f"unknown level {level!r} (dev, debug, info, warn, error, fatal)")
+    return name
+
+
+@dataclass
+class RecordFilter:
+    tags: tuple[str, ...] = ()  # prefixes: WS_REASSEMBL matches WS_REASSEMBLE and WS_REASSEMBLY
+    min_level: str | None = None
+    clients: frozenset[str] = frozenset()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def accepts(self, rec: Record) -> bool:
+        if self.min_level is not None and (rec.level is None or LEVEL_RANK[rec.level] < LEVEL_RANK[self.min_level]):
+            return False
+        if self.tags and not any(t.startswith(self.tags) for t in rec.tags):
+            return False
+        if self.clients and not (client_ids(rec.message) & self.clients):
+            return False
+        if self.since is not None and (rec.dt is None or rec.dt < self.since):
+            return False
+        return not (self.until is not None and (rec.dt is None or rec.dt > self.until))
+
+    def block_regex(self) -> regex.Pattern[str] | None:
+        """A whole-block search that finds every record this filter can accept (None: no shortcut)."""
+        if not self.tags:
+            return None
+        return regex.compile(r"\[(?:" + "|".join(regex.escape(t) for t in self.tags) + r")[A-Z0-9_]*\]")
+
+
+@dataclass
+class Pipeline:
+    """Everything that happens to a record of one file after parsing."""
+
+    record_filter: RecordFilter
+    assigner: DateAssigner
+    grep: GrepFilter | None = None
+    passed: int = 0
+    seen: int = 0
+    observers: list = field(default_factory=list)  # callables fed every record that passed
+
+    def process(self, records: Iterable[Record]) -> list[GrepHit]:
+        out: list[GrepHit] = []
+        accepts = self.record_filter.accepts
+        assign = self.assigner.assign
+        for rec in records:
+            self.seen += 1
+            assign(rec)
+            if not accepts(rec):
+                continue
+            if self.grep is None:
+                out.append(GrepHit(rec, False, []))
+            else:
+                out.extend(self.grep.feed(rec))
+        for hit in out:
+            if not hit.context:
+                self.passed += 1
+            for observe in self.observers:
+                observe(hit.record)
+        return out
+
+    def reset(self) -> None:
+        if self.grep is not None:
+            self.grep.reset()
+
+
+def block_prefilters(
+    record_filter: RecordFilter, patterns: list[GrepPattern], is_json: bool
+) -> list[regex.Pattern[str]]:
+    """Regexes run over whole blocks to find candidate records; [] when every record must be parsed."""
+    tag_re = record_filter.block_regex()
+    if tag_re is not None:
+        return [tag_re]
+    if patterns and not is_json and all(p.block_safe() for p in patterns):
+        return [p.block_regex() for p in patterns]
+    return []
