@@ -1,0 +1,350 @@
+"""One client connection's life: transport <-> sans-I/O ClientConnection, video out, frames to the display.
+
+All protocol decisions are made by ``asciichat_server.protocol.ClientConnection``; this module only
+schedules (capabilities, stream start, frames at the chosen fps, PING every second) and moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from asciichat_server.client.display import FrameDisplay
+from asciichat_server.client.media import TestPattern, load_image
+from asciichat_server.client.options import ClientOptions
+from asciichat_server.client.transport import TransportClosed, open_transport
+from asciichat_server.log import log_every
+from asciichat_server.protocol import (
+    AsciiFrame,
+    AuthFailure,
+    AuthRejected,
+    ClientCapabilities,
+    ClientConnection,
+    ClientSecurity,
+    ConnectionState,
+    ErrorMessage,
+    HandshakeComplete,
+    ImageFrame,
+    PacketReceived,
+    PacketType,
+    ProtocolError,
+    RemoteLog,
+    ServerState,
+    StreamFlags,
+    StreamType,
+)
+
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "ClientError", "ClientStats", "run_client"]
+
+log = logging.getLogger("asciichat.client")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+# The C client pings every second (PING_INTERVAL_NS).
+PING_INTERVAL_S = 1.0
+# How long a --snapshot run waits past its delay for the first frame before giving up.
+SNAPSHOT_GRACE_S = 10.0
+# Pixel format the native client puts in IMAGE_FRAME for RGB24 (ACIP.md 5.1.1).
+PIXEL_FORMAT_RGB24 = 1
+# REMOTE_LOG level byte -> logging level (DEV, DEBUG, INFO, WARN, ERROR, FATAL).
+_REMOTE_LEVELS = [5, logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL]
+
+
+class ClientError(Exception):
+    """Ends the session with a one-line message and an exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+@dataclass
+class ClientStats:
+    handshake_s: float = 0.0
+    encrypted: bool = False
+    key_variant: str | None = None
+    frames_sent: int = 0
+    frames_received: int = 0
+    bad_packets: int = 0
+    audio_batches: int = 0
+    pings_sent: int = 0
+    pongs_received: int = 0
+    server_states: int = 0
+    clear_consoles: int = 0
+    remote_logs: list[str] = field(default_factory=list)
+    last_frame: AsciiFrame | None = None
+
+
+def _auth_reason(flags: int) -> str:
+    names = [f.name.lower().replace("_", " ") for f in AuthFailure if f & flags and f.name]
+    return ", ".join(names) if names else "no reason given"
+
+
+class ClientSession:
+    def __init__(self, options: ClientOptions, display: FrameDisplay) -> None:
+        self.options = options
+        self.display = display
+        self.stats = ClientStats()
+        security = ClientSecurity(
+            encrypt=options.encrypt,
+            password=options.password,
+            server_key=options.server_key,
+            identity=options.identity,
+            key_variant=options.key_variant,
+        )
+        self.conn = ClientConnection(security, options.target.kind)
+        self._transport = None
+        self._send_lock = asyncio.Lock()
+        self._opened = asyncio.Event()
+        self._done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._last_rx = time.monotonic()
+        self._opened_at = 0.0
+        self._source = self._make_source()
+
+    # -- video source -------------------------------------------------------------------------------
+    def _make_source(self):
+        if self.options.image_file:
+            still = load_image(self.options.image_file)
+            return lambda: still
+        pattern = TestPattern()
+        return pattern.next_frame
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    def _finish(self, code: int, message: str = "") -> None:
+        if not self._done.done():
+            if message:
+                self._done.set_exception(ClientError(message, code))
+            else:
+                self._done.set_result(code)
+
+    async def _flush(self) -> None:
+        """Send whatever the core queued, in order; one writer at a time so packets never interleave."""
+        async with self._send_lock:
+            for packet in self.conn.data_to_send():
+                await self._transport.send(packet)
+
+    async def _send(self, ptype: int, payload: bytes = b"") -> None:
+        self.conn.send(ptype, payload)
+        await self._flush()
+
+    # -- tasks ----------------------------------------------------------------------------------------
+    async def _receive_loop(self) -> None:
+        feed = self.conn.receive_message if self.options.target.kind == "ws" else self.conn.receive_data
+        while True:
+            data = await self._transport.recv()
+            if data is None:
+                reason = getattr(self._transport, "close_reason", "") or "server closed the connection"
+                if self.conn.state == ConnectionState.HANDSHAKE:
+                    raise ClientError(f"connection closed during the handshake ({reason})")
+                raise ClientError(f"connection lost: {reason}")
+            self._last_rx = time.monotonic()
+            try:
+                events = feed(data)
+            except ProtocolError as exc:
+                # The core queued an ERROR_MESSAGE for the server if it could; deliver it before closing.
+                await self._flush_quietly()
+                raise ClientError(f"protocol error from server: {exc.reason}") from exc
+            for event in events:
+                await self._handle_event(event)
+            await self._flush()
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self._flush()
+        except (TransportClosed, ProtocolError):
+            pass
+
+    async def _handle_event(self, event: object) -> None:
+        if isinstance(event, HandshakeComplete):
+            await self._on_open(event.encrypted, event.key_variant)
+        elif isinstance(event, AuthRejected):
+            raise ClientError(f"server rejected authentication: {_auth_reason(event.reason_flags)}")
+        elif isinstance(event, PacketReceived):
+            try:
+                await self._handle_packet(event.packet.type, event.packet.payload)
+            except ProtocolError as exc:
+                # Like the c41 client: a packet it cannot parse is logged and skipped, the session goes on.
+                self.stats.bad_packets += 1
+                log.warning("ignored malformed packet type %d: %s", event.packet.type, exc.reason)
+
+    async def _on_open(self, encrypted: bool, key_variant: str | None) -> None:
+        if self._opened.is_set():
+            return
+        self._opened_at = time.monotonic()
+        self.stats.handshake_s = self._opened_at - self._started_at
+        self.stats.encrypted = encrypted
+        self.stats.key_variant = key_variant
+        log.info(
+            "connected to %s (%s, %s%s) in %.1f ms",
+            self.options.target,
+            self._transport.kind,
+            "encrypted" if encrypted else "plaintext",
+            f", key variant {key_variant}" if key_variant else "",
+            self.stats.handshake_s * 1000,
+        )
+        # The C server wants CLIENT_CAPABILITIES as the very first packet after the handshake.
+        caps = ClientCapabilities(**self.options.capabilities_fields())
+        self.conn.send(PacketType.CLIENT_CAPABILITIES, caps.encode())
+        if self.options.send_video:
+            self.conn.send(PacketType.STREAM_START, StreamFlags(StreamType.VIDEO).encode())
+        self._opened.set()
+
+    async def _handle_packet(self, ptype: int, payload: bytes) -> None:
+        if ptype == PacketType.ASCII_FRAME:
+            frame = AsciiFrame.decode(payload)
+            self.stats.frames_received += 1
+            self.stats.last_frame = frame
+            if not self.options.snapshot:
+                self.display.show(frame.text.decode("utf-8", "replace"))
+        elif ptype == PacketType.PING:
+            self.conn.send(PacketType.PONG)
+        elif ptype == PacketType.PONG:
+            self.stats.pongs_received += 1
+        elif ptype == PacketType.SERVER_STATE:
+            state = ServerState.decode(payload)
+            self.stats.server_states += 1
+            self.display.server_state(state.active)
+            log.debug("server state: %d connected, %d active", state.connected, state.active)
+        elif ptype == PacketType.CLEAR_CONSOLE:
+            self.stats.clear_consoles += 1
+            self.display.request_clear()
+        elif ptype == PacketType.ERROR_MESSAGE:
+            err = ErrorMessage.decode(payload)
+            raise ClientError(f"server error {err.code}: {err.message}")
+        elif ptype == PacketType.REMOTE_LOG:
+            rlog = RemoteLog.decode(payload)
+            text = rlog.message if isinstance(rlog.message, str) else rlog.message.decode("utf-8", "replace")
+            self.stats.remote_logs.append(text)
+            level = _REMOTE_LEVELS[rlog.level] if 0 <= rlog.level < len(_REMOTE_LEVELS) else logging.INFO
+            log.log(level, "[server] %s", text)
+        elif ptype in (PacketType.AUDIO_OPUS_BATCH, PacketType.AUDIO_BATCH):
+            # No audio output here; count it so tests and --log-level debug can see audio arrives.
+            self.stats.audio_batches += 1
+        else:
+            log.debug("ignored packet type %d (%d bytes)", ptype, len(payload))
+
+    async def _video_loop(self) -> None:
+        await self._opened.wait()
+        interval = 1.0 / self.options.fps
+        next_at = time.monotonic()
+        while True:
+            pixels: np.ndarray = self._source()
+            height, width = pixels.shape[:2]
+            frame = ImageFrame(
+                width=width,
+                height=height,
+                pixel_format=PIXEL_FORMAT_RGB24,
+                compressed_size=0,
+                checksum=0,
+                timestamp=0,
+                pixels=pixels.tobytes(),
+            )
+            await self._send(PacketType.IMAGE_FRAME, frame.encode())
+            self.stats.frames_sent += 1
+            log_every(
+                log,
+                logging.DEBUG,
+                5.0,
+                "[CAPTURE] sent frame %d %dx%d (%d bytes) via %s",
+                self.stats.frames_sent,
+                width,
+                height,
+                width * height * 3,
+                self._transport.kind,
+            )
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay < -interval:
+                next_at = time.monotonic()  # fell behind: do not burst to catch up
+            await asyncio.sleep(max(0.0, delay))
+
+    async def _ping_loop(self) -> None:
+        await self._opened.wait()
+        while True:
+            await asyncio.sleep(PING_INTERVAL_S)
+            await self._send(PacketType.PING)
+            self.stats.pings_sent += 1
+
+    async def _watchdog(self) -> None:
+        """Silence and snapshot timing, checked ten times a second."""
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.monotonic()
+            if now - self._last_rx > self.options.silence_timeout_s:
+                phase = "handshake" if not self._opened.is_set() else "session"
+                raise ClientError(
+                    f"no data from server for {self.options.silence_timeout_s:g}s during the {phase}; giving up"
+                )
+            if self.options.snapshot and self._opened.is_set():
+                waited = now - self._opened_at
+                if waited >= self.options.snapshot_delay_s and self.stats.last_frame is not None:
+                    self.display.show(self.stats.last_frame.text.decode("utf-8", "replace"))
+                    self._finish(EXIT_OK)
+                    return
+                if waited >= self.options.snapshot_delay_s + SNAPSHOT_GRACE_S:
+                    raise ClientError(f"no ASCII frame received within {waited:.1f}s; nothing to snapshot")
+
+    # -- entry ----------------------------------------------------------------------------------------
+    async def run(self) -> int:
+        self._started_at = time.monotonic()
+        self._transport = await open_transport(self.options.target)
+        self._last_rx = time.monotonic()
+        log.debug("transport open to %s (%s)", self._transport.peer, self._transport.kind)
+        tasks: list[asyncio.Task] = []
+        try:
+            self.conn.start()
+            await self._flush()
+            if self.conn.state == ConnectionState.OPEN and not self._opened.is_set():
+                # --no-encrypt over TCP: no handshake at all, the session is open at once.
+                await self._on_open(False, None)
+                await self._flush()
+            tasks = [
+                asyncio.create_task(self._receive_loop(), name="receive"),
+                asyncio.create_task(self._ping_loop(), name="ping"),
+                asyncio.create_task(self._watchdog(), name="watchdog"),
+            ]
+            if self.options.send_video:
+                tasks.append(asyncio.create_task(self._video_loop(), name="video"))
+            for task in tasks:
+                task.add_done_callback(self._task_done)
+            return await self._done
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._transport.close()
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if isinstance(exc, ClientError):
+            self._finish(exc.exit_code, exc.message)
+        elif isinstance(exc, TransportClosed):
+            self._finish(EXIT_FAILURE, f"connection lost: {exc.reason}")
+        elif isinstance(exc, ProtocolError):
+            self._finish(EXIT_FAILURE, f"protocol error: {exc.reason}")
+        else:
+            if not self._done.done():
+                self._done.set_exception(exc)
+
+
+async def run_client(options: ClientOptions, display: FrameDisplay) -> tuple[int, ClientStats]:
+    """Connect, run until snapshot/error/cancel; return the exit code and what was counted."""
+    try:
+        session = ClientSession(options, display)
+    except ValueError as exc:
+        raise ClientError(str(exc), 2) from exc
+    try:
+        code = await session.run()
+    except TransportClosed as exc:
+        raise ClientError(exc.reason) from exc
+    return code, session.stats
