@@ -27,7 +27,8 @@ XTERM16 = np.array(
     ],
     dtype=np.int32,
 )  # fmt: skip
-_XTERM16_NORM = (XTERM16**2).sum(axis=1)
+_XTERM16_NORM = (XTERM16**2).sum(axis=1).astype(np.float32)
+_XTERM16_T = XTERM16.T.astype(np.float32).copy()
 CUBE_LEVELS = np.array([0, 95, 135, 175, 215, 255], dtype=np.int32)
 
 
@@ -83,26 +84,30 @@ def _nearest_level(v: np.ndarray) -> np.ndarray:
     return np.searchsorted(np.array([48, 115, 155, 195, 235]), v, side="right")
 
 
+_V = np.arange(256)
+_CUBE_INDEX = _nearest_level(_V).astype(np.intp)  # per channel value: nearest cube level
+_CUBE_ERR = ((_V - CUBE_LEVELS[_CUBE_INDEX]) ** 2).astype(np.int32)
+_GREY_K = np.clip((_V - 3) // 10, 0, 23)  # grey levels 8 + 10k: (avg - 3) // 10 rounds to the nearest
+
+
 def rgb_to_256(pixels: np.ndarray) -> np.ndarray:
     """xterm 256-colour index: nearest of the 6x6x6 cube (16..231) and the grey ramp (232..255)."""
-    p = pixels.astype(np.int32)
-    qi = _nearest_level(p)
-    cube = CUBE_LEVELS[qi]
-    cube_err = ((p - cube) ** 2).sum(-1)
+    qi = _CUBE_INDEX[pixels]
+    cube_err = _CUBE_ERR[pixels].sum(-1)
     cube_index = 16 + 36 * qi[..., 0] + 6 * qi[..., 1] + qi[..., 2]
-    avg = p.sum(-1) // 3
-    grey_k = np.clip((avg - 3) // 10, 0, 23)  # grey levels 8 + 10k; (avg-3)//10 rounds to the nearest
-    grey = 8 + 10 * grey_k
-    grey_err = ((p - grey[..., None]) ** 2).sum(-1)
+    p = pixels.astype(np.int32)
+    grey_k = _GREY_K[p.sum(-1) // 3]
+    diff = p - (8 + 10 * grey_k)[..., None]
+    grey_err = (diff * diff).sum(-1)
     return np.where(grey_err < cube_err, 232 + grey_k, cube_index)
 
 
 def rgb_to_16(pixels: np.ndarray) -> np.ndarray:
     """Nearest xterm 16-colour index (no dithering)."""
     # |p - c|^2 = |p|^2 - 2 p.c + |c|^2; |p|^2 is the same for every candidate, so compare the rest.
-    # Integer matmul keeps it exact (ties go to the lowest index, as with the direct distance).
-    p = pixels.reshape(-1, 3).astype(np.int32)
-    score = _XTERM16_NORM - 2 * (p @ XTERM16.T)
+    # float32 is exact here (all values < 2^24), so ties still go to the lowest index.
+    p = pixels.reshape(-1, 3).astype(np.float32)
+    score = _XTERM16_NORM - 2 * (p @ _XTERM16_T)
     return np.argmin(score, axis=1).reshape(pixels.shape[:-1])
 
 
@@ -119,33 +124,54 @@ def _changed(codes: np.ndarray) -> np.ndarray:
 Segment = tuple[_Table, np.ndarray | None, np.ndarray | None]
 
 
+class _Stack:
+    """Several tables stacked into one padded byte matrix so one gather serves every segment."""
+
+    __slots__ = ("flat", "lens", "offsets", "width")
+
+    def __init__(self, tables: tuple[_Table, ...]) -> None:
+        self.width = max(t.data.shape[1] for t in tables)
+        self.offsets = np.cumsum([0] + [t.data.shape[0] for t in tables]).astype(np.int32)
+        data = np.zeros((int(self.offsets[-1]), self.width), dtype=np.uint8)
+        self.lens = np.zeros(int(self.offsets[-1]), dtype=np.int32)
+        for offset, table in zip(self.offsets, tables):
+            data[offset : offset + table.data.shape[0], : table.data.shape[1]] = table.data
+            self.lens[offset : offset + table.data.shape[0]] = table.lens
+        self.flat = data.reshape(-1)
+
+
+@lru_cache(maxsize=64)
+def _stack(tables: tuple[_Table, ...]) -> _Stack:
+    return _Stack(tables)
+
+
 def _assemble(rows: int, cols: int, segments: list[Segment]) -> list[bytes]:
     """Concatenate, cell by cell in row-major order, each segment's table entry where present.
 
-    Done as one boolean-mask gather over a (rows, cols, width) byte array: no Python loop per cell.
+    Vectorised as a run-length gather: every (cell, segment) piece becomes a run of byte positions in the
+    stacked table (np.repeat of its start, plus a running index), so there is no Python loop per cell.
     """
-    datas = []
-    masks = []
-    total = np.zeros((rows, cols), dtype=np.int64)
-    for table, index, present in segments:
-        width = table.data.shape[1]
-        if index is None:
-            data = np.broadcast_to(table.data[0], (rows, cols, width))
-            lens = np.full((rows, cols), table.lens[0], dtype=np.int32)
-        else:
-            data = table.data[index]
-            lens = table.lens[index]
+    stack = _stack(tuple(table for table, _, _ in segments))
+    pieces = np.empty((rows, cols, len(segments)), dtype=np.int32)
+    for k, (_, index, _) in enumerate(segments):
+        pieces[..., k] = stack.offsets[k] if index is None else index + stack.offsets[k]
+    lens = stack.lens[pieces]
+    for k, (_, _, present) in enumerate(segments):
         if present is not None:
-            lens = np.where(present, lens, 0)
-        datas.append(data)
-        masks.append(np.arange(width, dtype=np.int32) < lens[..., None])
-        total += lens
-    big = np.concatenate(datas, axis=2)
-    mask = np.concatenate(masks, axis=2)
-    blob = big[mask].tobytes()
-    ends = np.cumsum(total.sum(axis=1)).tolist()
-    starts = [0, *ends[:-1]]
-    return [blob[a:b] for a, b in zip(starts, ends)]
+            lens[..., k] *= present
+    lens = lens.reshape(-1)
+    ends = np.cumsum(lens)
+    total = int(ends[-1]) if len(ends) else 0
+    # byte position = piece row start in the stacked table + (output position - piece output start)
+    shift = pieces.reshape(-1) * stack.width - (ends - lens).astype(np.int32)
+    positions = np.repeat(shift, lens) + np.arange(total, dtype=np.int32)
+    blob = stack.flat[positions].tobytes()
+    row_ends = ends.reshape(rows, -1)[:, -1].tolist()
+    row_starts = [0, *row_ends[:-1]]
+    return [blob[a:b] for a, b in zip(row_starts, row_ends)]
+
+
+_HALF_BLOCK_TABLE = _Table([HALF_BLOCK])
 
 
 def _color_segments(pixels: np.ndarray, color_level: int, background: bool) -> list[Segment]:
@@ -173,7 +199,7 @@ def render_rows(pixels: np.ndarray, spec: RenderSpec) -> list[bytes]:
         rows, cols = top.shape[:2]
         segments = _color_segments(top, spec.color_level, background=False)
         segments += _color_segments(bottom, spec.color_level, background=True)
-        segments.append((_Table([HALF_BLOCK]), None, None))
+        segments.append((_HALF_BLOCK_TABLE, None, None))
         return [r + RESET for r in _assemble(rows, cols, segments)]
 
     rows, cols = pixels.shape[:2]

@@ -182,3 +182,30 @@ def test_spec_validation() -> None:
     caps = SimpleNamespace(width=99999, height=0, color_level=9, render_mode=7, palette_type=1, wants_padding=1)
     spec = RenderSpec.from_capabilities(caps)
     assert (spec.cols, spec.rows, spec.color_level, spec.render_mode) == (4096, 1, 0, 0)
+
+
+def test_quantisers_match_brute_force_nearest() -> None:
+    # Independent brute force over the whole palette for random colours (and the extremes).
+    from asciichat_server.media.ansi import rgb_to_16, rgb_to_256
+
+    rng = np.random.default_rng(7)
+    px = np.concatenate([rng.integers(0, 256, (600, 3)), [[0, 0, 0], [255, 255, 255], [8, 8, 8], [238, 238, 238]]])
+    px = px.astype(np.uint8)
+    xterm16 = [
+        (0, 0, 0), (205, 0, 0), (0, 205, 0), (205, 205, 0), (0, 0, 238), (205, 0, 205), (0, 205, 205),
+        (229, 229, 229), (127, 127, 127), (255, 0, 0), (0, 255, 0), (255, 255, 0), (92, 92, 255),
+        (255, 0, 255), (0, 255, 255), (255, 255, 255),
+    ]  # fmt: skip
+    levels = [0, 95, 135, 175, 215, 255]
+    palette256 = {
+        16 + 36 * r + 6 * g + b: (levels[r], levels[g], levels[b]) for r in range(6) for g in range(6) for b in range(6)
+    }
+    palette256.update({232 + k: (8 + 10 * k,) * 3 for k in range(24)})
+
+    def dist(a, b):
+        return sum((int(x) - int(y)) ** 2 for x, y in zip(a, b))
+
+    got16, got256 = rgb_to_16(px), rgb_to_256(px)
+    for p, g16, g256 in zip(px, got16, got256):
+        assert dist(p, xterm16[g16]) == min(dist(p, c) for c in xterm16)
+        assert dist(p, palette256[int(g256)]) == min(dist(p, c) for c in palette256.values())

@@ -1,0 +1,237 @@
+"""Render throughput of the media pipeline: N clients sending 320x240 video, each receiving 30 frames/s.
+
+    .venv/bin/python bench/render.py            # the 1/9/32-client table (about a minute)
+    .venv/bin/python bench/render.py --soak     # 5 minutes, 9 clients (video + audio), RSS start/end
+
+Each simulated tick every sender delivers a new frame (new seq, camera-like content with sensor noise) and
+every receiver gets one frame from the Compositor, as the room does. CPU is this process's CPU time on one
+thread; "holds" means the CPU needed for one second of traffic is below one core-second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from asciichat_server.media import AudioMixer, Compositor, RenderSpec, VideoSource  # noqa: E402
+
+FPS = 30
+SRC_W, SRC_H = 320, 240
+
+
+def camera_frames(count: int, seed: int) -> list[np.ndarray]:
+    """Smooth gradient + a moving bright disc + sensor noise: neighbouring cells rarely share a colour."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SRC_H, 0:SRC_W]
+    base = np.stack(
+        [
+            (xx * 255 // SRC_W),
+            (yy * 255 // SRC_H),
+            np.full_like(xx, 80 + seed * 17 % 120),
+        ],
+        axis=-1,
+    ).astype(np.int16)
+    frames = []
+    for i in range(count):
+        img = base.copy()
+        cx, cy = (40 + 8 * i) % SRC_W, SRC_H // 2
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < 50**2
+        img[disc] = (230, 200, 170)
+        img += rng.integers(-6, 7, img.shape, dtype=np.int16)
+        frames.append(np.clip(img, 0, 255).astype(np.uint8))
+    return frames
+
+
+@dataclass
+class Result:
+    clients: int
+    size: str
+    colour: str
+    ticks: int
+    cpu_s: float
+    unique_renders: int
+    frame_bytes: int
+
+    @property
+    def delivered(self) -> int:
+        return self.ticks * self.clients
+
+    @property
+    def cpu_per_frame_us(self) -> float:
+        return self.cpu_s / self.delivered * 1e6
+
+    @property
+    def capacity_fps(self) -> float:
+        return self.delivered / self.cpu_s
+
+    @property
+    def core_share(self) -> float:
+        """Core-seconds needed per second of traffic (every client receiving FPS frames/s)."""
+        return self.cpu_s / (self.ticks / FPS)
+
+
+def run(clients: int, spec: RenderSpec, seconds: float, content: list[list[np.ndarray]]) -> Result:
+    comp = Compositor()
+    ticks = int(seconds * FPS)
+    frame_bytes = 0
+    gc.collect()
+    start = time.process_time()
+    for tick in range(ticks):
+        # Every client sends a new frame each tick; the room keeps the newest per sender, the grid shows 9.
+        sources = [VideoSource(c, tick, content[c % len(content)][tick % len(content[0])]) for c in range(clients)]
+        shown = sources[:9]
+        for _receiver in range(clients):
+            frame = comp.render(shown, spec)
+            frame_bytes += len(frame)
+    cpu = time.process_time() - start
+    label = {0: "mono", 1: "16", 2: "256", 3: "truecolor"}[spec.color_level]
+    return Result(clients, f"{spec.cols}x{spec.rows}", label, ticks, cpu, comp.stats.frames_rendered, frame_bytes)
+
+
+def run_mixed(clients: int, seconds: float, content: list[list[np.ndarray]]) -> Result:
+    """Receivers spread over four different terminals (sizes, colour levels, render modes)."""
+    specs = [
+        RenderSpec(80, 24, color_level=3),
+        RenderSpec(160, 48, color_level=3),
+        RenderSpec(120, 40, color_level=2, render_mode=2),
+        RenderSpec(80, 24, color_level=0),
+    ]
+    comp = Compositor()
+    ticks = int(seconds * FPS)
+    frame_bytes = 0
+    start = time.process_time()
+    for tick in range(ticks):
+        sources = [VideoSource(c, tick, content[c % len(content)][tick % len(content[0])]) for c in range(clients)]
+        for receiver in range(clients):
+            frame_bytes += len(comp.render(sources[:9], specs[receiver % len(specs)]))
+    cpu = time.process_time() - start
+    return Result(clients, "mixed x4", "mixed", ticks, cpu, comp.stats.frames_rendered, frame_bytes)
+
+
+def table(seconds: float) -> int:
+    content = [camera_frames(30, seed) for seed in range(9)]
+    results = []
+    for clients in (1, 9, 32):
+        for cols, rows in ((80, 24), (160, 48)):
+            for level in (3, 0):
+                results.append(run(clients, RenderSpec(cols, rows, color_level=level), seconds, content))
+        results.append(run_mixed(clients, seconds, content))
+    print(
+        f"media render bench: {SRC_W}x{SRC_H} sources, {FPS} fps per receiver, one thread, python {sys.version.split()[0]}"
+    )
+    print(
+        f"{'clients':>7} {'receiver':>9} {'colour':>9} {'renders':>7} {'KB/frame':>8} "
+        f"{'cap fps':>9} {'CPU us/frame':>12} {'core/s @30fps':>13}  target"
+    )
+    ok = True
+    for r in results:
+        holds = r.core_share < 1.0
+        ok &= holds or r.clients != 32
+        print(
+            f"{r.clients:>7} {r.size:>9} {r.colour:>9} {r.unique_renders:>7} {r.frame_bytes / r.delivered / 1024:>8.1f} "
+            f"{r.capacity_fps:>9.0f} {r.cpu_per_frame_us:>12.1f} {r.core_share:>13.3f}  "
+            f"{'holds' if holds else 'MISSES'}"
+        )
+    print(f"target (32 clients x {FPS} fps on one core): {'HOLDS' if ok else 'MISSED'} in every 32-client row")
+    return 0 if ok else 1
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return psutil.Process(os.getpid()).memory_info().rss / 1e6
+
+
+def soak(seconds: float) -> int:
+    """9 clients in real time: video at 30 fps to mixed receivers, Opus audio every 40 ms."""
+    import av
+
+    content = [camera_frames(30, seed) for seed in range(9)]
+    specs = [
+        RenderSpec(80, 24, color_level=3),
+        RenderSpec(160, 48, color_level=3),
+        RenderSpec(120, 40, color_level=2, render_mode=2),
+        RenderSpec(80, 24, color_level=0),
+        RenderSpec(100, 30, color_level=1, render_mode=1),
+    ]
+    # Pre-encode one second of a tone per client with libopus; replayed in a loop.
+    packets = []
+    for c in range(9):
+        enc = av.CodecContext.create("libopus", "w")
+        enc.sample_rate, enc.layout, enc.format, enc.bit_rate = 48000, "mono", "flt", 64000
+        t = np.arange(48000) / 48000
+        pcm = (0.3 * np.sin(2 * np.pi * (300 + 50 * c) * t)).astype(np.float32)
+        out = []
+        for i in range(50):
+            f = av.AudioFrame.from_ndarray(pcm[i * 960 : (i + 1) * 960].reshape(1, -1), format="flt", layout="mono")
+            f.sample_rate, f.pts = 48000, i * 960
+            out.extend(bytes(p) for p in enc.encode(f))
+        packets.append(out)
+    comp = Compositor()
+    mixer = AudioMixer()
+    for c in range(9):
+        mixer.add_listener(c)
+    rss_start = rss_mb()
+    print(f"soak: 9 clients, {seconds:.0f} s, RSS at start {rss_start:.1f} MB", flush=True)
+    t0 = time.monotonic()
+    cpu0 = time.process_time()
+    tick = 0
+    rss_warm = None
+    delivered = 0
+    audio_frames = 0
+    while (now := time.monotonic() - t0) < seconds:
+        sources = [VideoSource(c, tick, content[c][tick % 30]) for c in range(9)]
+        for receiver in range(9):
+            delivered += bool(comp.render(sources, specs[receiver % len(specs)]))
+        if tick % 2 == 0:  # 2 ticks of 33 ms ~ 3 frames of 20 ms
+            for c in range(9):
+                base = (tick // 2 * 3) % 48
+                mixer.push_opus(c, packets[c][base : base + 3])
+            for c in range(9):
+                audio_frames += len(mixer.mix_for(c))
+        tick += 1
+        if rss_warm is None and now >= min(10.0, seconds / 3):
+            rss_warm = rss_mb()
+            print(f"  RSS after warm-up ({now:.0f} s): {rss_warm:.1f} MB", flush=True)
+        sleep = (tick / FPS) - (time.monotonic() - t0)
+        if sleep > 0:
+            time.sleep(sleep)
+    cpu = time.process_time() - cpu0
+    rss_end = rss_mb()
+    reference = rss_warm if rss_warm is not None else rss_start
+    change = (rss_end - reference) / reference * 100
+    print(
+        f"  delivered {delivered} video frames, {audio_frames} audio frames, CPU {cpu:.1f} s "
+        f"({cpu / seconds * 100:.0f}% of one core)"
+    )
+    print(f"  caches: {comp.cache_sizes()}")
+    print(
+        f"RSS start {rss_start:.1f} MB, after warm-up {reference:.1f} MB, end {rss_end:.1f} MB: {change:+.1f}% ", end=""
+    )
+    flat = abs(change) <= 10
+    print("(flat within 10%)" if flat else "(NOT flat)")
+    return 0 if flat else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=2.0, help="simulated traffic per table row (default 2)")
+    parser.add_argument("--soak", action="store_true", help="5-minute 9-client real-time run with RSS check")
+    parser.add_argument("--soak-seconds", type=float, default=300.0)
+    args = parser.parse_args()
+    if args.soak:
+        return soak(args.soak_seconds)
+    return table(args.seconds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
