@@ -239,9 +239,14 @@ def explain(report: BindReport) -> str:
                 f"Only TIME_WAIT sockets ({len(waiting)}, {max_left:.0f} s left at most) hold port {port}: a listener "
                 f"with SO_REUSEADDR binds at once (ascii-chat's does); without it, wait {max_left:.0f} s."
             )
+        if others:
+            return (
+                f"Connections left by an earlier listener still use port {port}: SO_REUSEADDR binds past them, "
+                f"so set it on the listening socket."
+            )
         return (
-            f"Connections left by an earlier listener still use port {port}: SO_REUSEADDR binds past them, "
-            f"so set it on the listening socket."
+            f"A socket is bound to port {port} without listening (sock_diag cannot show those): SO_REUSEADDR "
+            f"binds past it, but if it starts listening first your listen() fails with EADDRINUSE."
         )
     hosts = ", ".join(report.hosts)
     return f"Nothing holds port {port} on {hosts}: bind+listen succeeds with and without SO_REUSEADDR."

@@ -49,6 +49,12 @@ async def connect_probe(address: str, family: str, port: int, timeout_s: float) 
     return ConnectProbe(address, family, "ok", elapsed)
 
 
+def _could_be_acip(data: bytes, magic: bytes) -> bool:
+    """Do the first bytes agree with an ACIP header's magic (so far)?"""
+    head = data[: len(magic)]
+    return magic.startswith(head)
+
+
 async def acip_probe(address: str, port: int, timeout_s: float) -> AcipProbe:
     """Send PROTOCOL_VERSION (and CRYPTO_CAPABILITIES once answered); read what the server says.
 
@@ -56,7 +62,7 @@ async def acip_probe(address: str, port: int, timeout_s: float) -> AcipProbe:
     CRYPTO_PARAMETERS, which tells whether it signs its keys and wants client keys. Stops before
     the key exchange: nothing is joined, no slot stays taken.
     """
-    from asciichat_server.protocol.constants import PacketType
+    from asciichat_server.protocol.constants import MAGIC, PacketType
     from asciichat_server.protocol.errors import ProtocolError
     from asciichat_server.protocol.packets import PacketDecoder, encode_packet
     from asciichat_server.protocol.payloads import (
@@ -66,6 +72,7 @@ async def acip_probe(address: str, port: int, timeout_s: float) -> AcipProbe:
         ProtocolVersion,
     )
 
+    magic_bytes = MAGIC.to_bytes(8, "big")
     start = time.perf_counter()
     result = AcipProbe(address, "error", False, None, 0.0)
     try:
@@ -121,6 +128,11 @@ async def acip_probe(address: str, port: int, timeout_s: float) -> AcipProbe:
                 result.server_message = raw_seen.split(b"\n", 1)[0].decode("utf-8", "replace")
                 result.detail = f"ascii-chat server answered but is full: {result.server_message!r}"
                 break
+            if not result.packets and not _could_be_acip(raw_seen, magic_bytes):
+                result.status = "not_acip"
+                result.answered = True
+                result.detail = f"something answered, but not ACIP (no ACIP magic); first bytes {raw_seen[:16]!r}"
+                break
             try:
                 packets = decoder.feed(chunk)
             except ProtocolError as exc:
@@ -155,6 +167,11 @@ async def acip_probe(address: str, port: int, timeout_s: float) -> AcipProbe:
                     result.server_identity = bool(params.selected_auth)
                     result.client_keys_required = bool(params.verification_enabled)
                     result.wants_encryption = bool(params.selected_cipher)
+                    result.status = "acip"
+                    done = True
+                elif packet.type == PacketType.CRYPTO_KEY_EXCHANGE_INIT:
+                    # 128 bytes = ephemeral key + Ed25519 identity + signature; 32 = anonymous
+                    result.server_identity = len(packet.payload) >= 128
                     result.status = "acip"
                     done = True
                 elif packet.type == PacketType.ERROR_MESSAGE:

@@ -161,25 +161,23 @@ def bind_renderable(report: BindReport) -> RenderableType:
                 style="green" if report.scenario_matches else "bold red",
             )
         parts.append(head)
+    parts.append(Text(f"bind()+listen() on port {report.port}", style="bold"))
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for col in ("address", "options", "bind+listen", "failed call", "errno", "tries", "time to success"):
-        table.add_column(col, no_wrap=True)
+    table.add_column("address", no_wrap=True)
+    table.add_column("options", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    table.add_column("failed at", overflow="fold")
+    table.add_column("tries", justify="right")
+    table.add_column("time to success", overflow="fold")
     for v in report.variants:
         result = Text("ok", style="green") if v.ok else Text("blocked", style="red")
         first_fail = next((a for a in v.attempts if not a.ok), None)
         opts = "+".join(o.removeprefix("SO_") for o in v.options) or "none"
+        failed = f"{first_fail.failed_call} {first_fail.errno_name or ''}".strip() if first_fail else ""
         took = "-"
         if v.time_to_success_s is not None:
             took = f"{v.time_to_success_s * 1000:.2f} ms"
-        table.add_row(
-            format_endpoint(v.host, report.port),
-            opts,
-            result,
-            (first_fail.failed_call or "") if first_fail else "",
-            (first_fail.errno_name or "") if first_fail else "",
-            str(len(v.attempts)),
-            took,
-        )
+        table.add_row(v.host, opts, result, failed, str(len(v.attempts)), took)
     parts.append(table)
     if report.blockers:
         bt = Table(
