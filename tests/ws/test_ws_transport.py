@@ -367,3 +367,45 @@ async def test_ipv6_listener(ws_factory, make_packet) -> None:
         await ws.send_bytes(make_packet(1, b"v6"))
         assert (await ws.receive(timeout=5)).data == make_packet(1, b"v6")
     await server.wait_for(lambda: server.room.released == 1)
+
+
+# --- idle handling --------------------------------------------------------------------------------
+
+
+async def test_heartbeat_keeps_answering_clients_and_drops_silent_ones(ws_factory, raw_client, make_packet, caplog):
+    server = await ws_factory(ws_heartbeat_s=0.3)
+    async with ws_client(server.url) as ws:
+        # A client that keeps reading answers the server's pings (aiohttp does it inside
+        # receive(), browsers and libwebsockets on their own): idle for 5 heartbeats, still in.
+        pending = asyncio.ensure_future(ws.receive(timeout=5))
+        await asyncio.sleep(1.5)
+        assert not pending.done()
+        await ws.send_bytes(make_packet(1, b"still here"))
+        assert (await pending).data == make_packet(1, b"still here")
+    await server.wait_for(lambda: len(_lines(caplog, "[WS_DISCONNECT]")) == 1)
+    reset_rate_limits()
+    # A peer that reads nothing never answers a ping: gone after heartbeat + half of it.
+    silent = await raw_client.connect(server.port)
+    await server.wait_for(lambda: server.metrics.slots_used == 1)
+    started = time.monotonic()
+    await server.wait_for(lambda: server.metrics.slots_used == 0, timeout=3)
+    assert time.monotonic() - started < 1.5
+    await server.wait_for(lambda: len(_lines(caplog, "[WS_DISCONNECT]")) == 2)
+    assert "PONG" in _lines(caplog, "[WS_DISCONNECT]")[1]
+    silent.abort()
+
+
+async def test_shutdown_is_quick_even_with_peers_that_never_answer(ws_factory, raw_client, make_packet) -> None:
+    server = await ws_factory()
+    silent = [await raw_client.connect(server.port) for _ in range(4)]
+    # one of them is in the middle of a fragmented message
+    await silent[0].write(silent[0].frame(make_packet(IMAGE_FRAME, b"\0" * 9000)[:4096], False))
+    await server.wait_for(lambda: server.metrics.slots_used == 4)
+    started = time.monotonic()
+    await server.listener.close()
+    assert time.monotonic() - started < 2.0
+    assert server.metrics.slots_used == 0 and server.room.released == 4
+    for client in silent:
+        close = await client.wait_closed()
+        assert close is None or close.code == 1001
+        client.abort()
