@@ -6,6 +6,7 @@ matched, 2 bad usage or unreadable input.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -25,10 +26,10 @@ from asciichat_diag._common import (
     EXIT_USAGE,
     DiagError,
     color_option,
-    dump_json,
     handle_errors,
     json_option,
     make_console,
+    to_jsonable,
 )
 from asciichat_diag.logs.dates import DateAssigner, TimeBound, first_day_for, parse_time_bound, prescan
 from asciichat_diag.logs.filters import Pipeline, RecordFilter, block_prefilters, normalise_level, normalise_tag
@@ -39,6 +40,12 @@ from asciichat_diag.logs.parse import RecordParser
 from asciichat_diag.logs.ratelimit import LifecycleTracker, RateNote, RateTracker, tag_summary
 from asciichat_diag.logs.reader import scan
 from asciichat_diag.logs.render import LineWriter, Summary, print_summary
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 @dataclass
@@ -81,8 +88,10 @@ class Run:
         note: RateNote | None = None
         if not hit.context:
             self.matched += 1
-            note = self.tracker.observe(hit.record)
-            self.lifecycle.observe(hit.record)
+            if self.opts.rate or self.opts.summary:
+                note = self.tracker.observe(hit.record)
+            if self.opts.summary:
+                self.lifecycle.observe(hit.record)
         if self.opts.summary:
             return
         if not self.opts.rate:
@@ -349,7 +358,8 @@ def logs(**kw: Any) -> None:
     if opts.summary:
         summary = run.summary()
         if opts.as_json:
-            dump_json(summary)
+            json.dump(to_jsonable(summary), sys.stdout, indent=2, ensure_ascii=False, default=_iso)
+            sys.stdout.write("\n")
         else:
             assert console is not None
             print_summary(summary, console)

@@ -15,8 +15,8 @@ from typing import BinaryIO
 
 ROLLOVER_S = 12 * 3600  # a clock going back more than this is the next day, not a jitter
 CLOCK_SLACK = timedelta(minutes=2)  # mtime granularity and a writer racing the stat
-FULL_PRESCAN_BYTES = 8 << 20  # read small files whole; sample bigger ones
-SAMPLE_EVERY_BYTES = 1 << 20
+FULL_PRESCAN_BYTES = 1 << 20  # read small files whole; sample bigger ones
+SAMPLE_EVERY_BYTES = 256 << 10
 _TIME_RE = re.compile(rb'(?:^\[|"timestamp":")(\d{2}):(\d{2}):(\d{2})', re.MULTILINE)
 
 
@@ -47,7 +47,7 @@ def prescan(fh: BinaryIO, start: int, end: int) -> Prescan:
     else:
         for offset in range(start, end, SAMPLE_EVERY_BYTES):
             fh.seek(offset)
-            m = _TIME_RE.search(fh.read(64 << 10), 1 if offset > start else 0)
+            m = _TIME_RE.search(fh.read(8 << 10), 1 if offset > start else 0)
             if m:
                 times.append(_secs(m))
         fh.seek(max(start, end - (64 << 10)))
@@ -79,20 +79,28 @@ class DateAssigner:
         self.anchor = anchor  # used when first_day is None: the first record is at/before this
         self._last_seconds: float | None = None
         self._last_dt: datetime | None = None
+        self._day_start: datetime | None = None  # midnight of self.day, cached
+        if first_day is not None:
+            self._set_day(first_day)
 
     def restart(self, anchor: datetime) -> None:
         """A new run started (file truncated or recreated): the next record is at/before `anchor`."""
         self.day = None
+        self._day_start = None
         self.anchor = anchor
         self._last_seconds = None
 
     def observe(self, seconds: float) -> None:
         """Account for a time seen in records that are not parsed (fast path)."""
         if self.day is None:
-            self.day = self._initial_day(seconds)
+            self._set_day(self._initial_day(seconds))
         elif self._last_seconds is not None and self._last_seconds - seconds > ROLLOVER_S:
-            self.day += timedelta(days=1)
+            self._set_day(self.day + timedelta(days=1))
         self._last_seconds = seconds
+
+    def _set_day(self, day: date) -> None:
+        self.day = day
+        self._day_start = datetime.combine(day, time())
 
     def assign(self, rec: object) -> None:
         seconds = rec.seconds  # type: ignore[attr-defined]
@@ -102,14 +110,18 @@ class DateAssigner:
             return
         if explicit:
             try:
-                self.day = date.fromisoformat(explicit)
+                day = date.fromisoformat(explicit)
+                if day != self.day:
+                    self._set_day(day)
             except ValueError:
                 self.observe(seconds)
             self._last_seconds = seconds
         else:
             self.observe(seconds)
-        assert self.day is not None
-        self._last_dt = datetime.combine(self.day, time()) + timedelta(seconds=seconds)
+        if self._day_start is None:
+            assert self.day is not None
+            self._set_day(self.day)
+        self._last_dt = self._day_start + timedelta(seconds=seconds)
         rec.dt = self._last_dt  # type: ignore[attr-defined]
 
     def _initial_day(self, seconds: float) -> date:

@@ -18,7 +18,7 @@ ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[()*+].|[@-Z\\-_])")
 # `[HH:MM:SS.uuuuuu] [LEVEL]` then optional `[tid:N]` and `file:line@func():` (or the mmap
 # logger's `file:line in func():`). Levels may be padded (`INFO `) or not (rotation marker).
 HEADER_RE = re.compile(
-    r"\[(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?\] \[(DEV|DEBUG|INFO|WARN|ERROR|FATAL|UNKNOWN) *\]"
+    r"\[(\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?)\] \[(DEV|DEBUG|INFO|WARN|ERROR|FATAL|UNKNOWN) *\]"
     r"(?: \[tid:(\d+)\])?"
     r"(?: ([^\s:]+):(\d+)(?:@| in )([^\s()]*)\(\):)?"
     r" ?"
@@ -82,23 +82,23 @@ def parse_header(line: str) -> Record | None:
     m = HEADER_RE.match(line)
     if m is None:
         return None
-    h, mi, s, frac, level, tid, file, lineno, func = m.groups()
+    stamp, level, tid, file, lineno, func = m.groups()
     message = line[m.end() :]
     rec = Record(
-        fmt="text",
-        lines=[line],
-        message=message,
-        time=f"{h}:{mi}:{s}.{frac}" if frac else f"{h}:{mi}:{s}",
-        seconds=_seconds(h, mi, s, frac),
-        level=LEVEL_ALIASES.get(level, level),
-        tid=int(tid) if tid else None,
-        file=file,
-        line=int(lineno) if lineno else None,
-        func=func,
+        "text",
+        [line],
+        message,
+        stamp,
+        int(stamp[0:2]) * 3600 + int(stamp[3:5]) * 60 + float(stamp[6:]),
+        LEVEL_ALIASES.get(level, level),
+        int(tid) if tid else None,
+        file,
+        int(lineno) if lineno else None,
+        func,
     )
-    if message.startswith("[") or (message and not message[0].isalnum()):
+    if message[:1] == "[" or (message and not message[0].isalnum()):
         rec.tags = leading_tags(message)
-    if message.endswith("]") and "[every=" in message:
+    if message[-1:] == "]" and "[every=" in message:
         rm = RATE_SUFFIX_RE.search(message)
         if rm:
             rec.rate_interval_s = float(rm.group(1))

@@ -106,6 +106,7 @@ class _Site:
     gaps: array = field(default_factory=lambda: array("d"))
     last_dt: datetime | None = None
     min_gap: float | None = None
+    guess: float | None = None  # known interval the min gap sits at (updated with min_gap)
 
 
 class RateTracker:
@@ -137,7 +138,9 @@ class RateTracker:
                 gap = (dt - site.last_dt).total_seconds()
                 if gap >= 0:
                     site.gaps.append(gap)
-                    site.min_gap = gap if site.min_gap is None else min(site.min_gap, gap)
+                    if site.min_gap is None or gap < site.min_gap:
+                        site.min_gap = gap
+                        site.guess = guess_interval(gap)
                     note = self._note(site, gap, rec)
             site.last_dt = dt
             stats.last = dt
@@ -150,8 +153,7 @@ class RateTracker:
             if rec.suppressed or _in_band(gap, declared):
                 return RateNote(gap, declared, True, rec.suppressed)
             return None
-        assert site.min_gap is not None
-        interval = guess_interval(site.min_gap)
+        interval = site.guess
         if interval is not None and len(site.gaps) >= 2 and _in_band(gap, interval):
             return RateNote(gap, interval, False, None)
         return None

@@ -128,13 +128,13 @@ class LineWriter:
         m = HEADER_RE.match(text) if rec.fmt == "text" or rec.fmt == "json" else None
         msg_start = 0
         if m:
-            body.stylize(level_style, 0, m.end(5) + 1)  # time and level in the level colour
-            if m.group(6):
-                body.stylize("bright_black", m.start(6) - 5, m.end(6) + 1)
-            if m.group(7):
-                body.stylize("cyan", m.start(7), m.end(7))
-                body.stylize("bright_black", m.start(8), m.end(8))
-                body.stylize("blue", m.start(9), m.end(9))
+            body.stylize(level_style, 0, m.end(2) + 1)  # time and level in the level colour
+            if m.group(3):
+                body.stylize("bright_black", m.start(3) - 5, m.end(3) + 1)
+            if m.group(4):
+                body.stylize("cyan", m.start(4), m.end(4))
+                body.stylize("bright_black", m.start(5), m.end(5))
+                body.stylize("blue", m.start(6), m.end(6))
             msg_start = m.end()
         pos = msg_start
         while True:
