@@ -18,10 +18,16 @@ from typing import Any
 from asciichat_server.config import ServerConfig
 from asciichat_server.link import Link
 from asciichat_server.log import log_every
-from asciichat_server.media import Compositor, RenderSpec, VideoSource
+from asciichat_server.media import AudioMixer, Compositor, H265DecodeError, H265Decoder, RenderSpec, VideoSource
 from asciichat_server.metrics import Metrics
 from asciichat_server.protocol.connection import ConnectionState, ServerConnection, ServerSecurity
-from asciichat_server.protocol.constants import PacketType, StreamType, packet_type_name
+from asciichat_server.protocol.constants import (
+    HEADER_SIZE,
+    MAX_ENCRYPTED_PLAINTEXT,
+    PacketType,
+    StreamType,
+    packet_type_name,
+)
 from asciichat_server.protocol.errors import ProtocolError
 from asciichat_server.protocol.events import AuthRejected, HandshakeComplete, PacketReceived
 from asciichat_server.protocol.payloads import (
@@ -31,6 +37,7 @@ from asciichat_server.protocol.payloads import (
     ClientJoin,
     ErrorMessage,
     ImageFrame,
+    ImageFrameH265,
     RemoteLog,
     ServerState,
     StreamFlags,
@@ -87,6 +94,7 @@ class ClientSession:
         self.last_activity = now
         # Lifecycle flags: joined after CLIENT_CAPABILITIES; removed once, in Room._remove.
         self.joined = False
+        self.handshake_done = False
         self.removed = False
         self.left = False
         self.stop_reason: str | None = None
@@ -102,6 +110,7 @@ class ClientSession:
         self.video: VideoSource | None = None
         self.video_seq = 0
         self.video_at = 0.0
+        self.h265: H265Decoder | None = None
         # Send lanes, drained by the single writer task: control packets in order, the newest audio
         # batches, and only the newest video frame (a slow receiver never accumulates video).
         self.control: collections.deque[tuple[int, bytes]] = collections.deque()
@@ -137,14 +146,14 @@ class Room:
         security: ServerSecurity,
         metrics: Metrics | None = None,
         compositor: Compositor | None = None,
-        mixer: Any | None = None,
+        mixer: AudioMixer | None = None,
     ) -> None:
         self.config = config
         self.security = security
         self.metrics = metrics or Metrics()
         self.metrics.slots_max = config.max_clients
         self.compositor = compositor or Compositor()
-        self.mixer = mixer if mixer is not None else _make_mixer()
+        self.mixer = mixer if mixer is not None else AudioMixer()
         self.clients: dict[int, ClientSession] = {}
         self._free_slots = list(range(config.max_clients))
         self._ids = itertools.count(1)
@@ -309,7 +318,7 @@ class Room:
                     timeout_reason = "timeout"
                 if wait <= 0:
                     self.metrics.timeouts += 1
-                    if conn.state is ConnectionState.HANDSHAKE:
+                    if not client.handshake_done:
                         self.metrics.handshakes_failed += 1
                     return timeout_reason
                 recv = asyncio.ensure_future(link.recv())
@@ -324,7 +333,7 @@ class Room:
                     continue  # timeout or stop request: the loop head decides
                 data = recv.result()
                 if data is None:
-                    if conn.state is ConnectionState.HANDSHAKE:
+                    if not client.handshake_done:
                         self.metrics.handshakes_failed += 1
                     return "eof"
                 got_bytes = True
@@ -348,7 +357,7 @@ class Room:
     def _violation(self, client: ClientSession, exc: ProtocolError) -> str:
         """Queue ERROR_MESSAGE(code, reason) (encrypted when the session is), then end the session."""
         self.metrics.protocol_errors += 1
-        if client.conn.state is ConnectionState.HANDSHAKE:
+        if not client.handshake_done:
             self.metrics.handshakes_failed += 1
         reason = f"protocol error: {exc.reason}"
         log_every(
@@ -388,9 +397,11 @@ class Room:
         self.metrics.slots_used = self.client_count
         with contextlib.suppress(Exception):
             self.compositor.forget(client.id)
-        if self.mixer is not None:
-            with contextlib.suppress(Exception):
-                self.mixer.remove(client.id)
+        with contextlib.suppress(Exception):
+            self.mixer.remove(client.id)
+        if client.h265 is not None:
+            client.h265.close()
+            client.h265 = None
         if had_video:
             self._video_changed()
         task = client.writer_task
@@ -422,6 +433,7 @@ class Room:
         if isinstance(event, PacketReceived):
             self._on_packet(client, event.packet.type, event.packet.payload)
         elif isinstance(event, HandshakeComplete):
+            client.handshake_done = True
             self.metrics.handshakes_ok += 1
             _log.debug(
                 "client %d: handshake complete (encrypted=%s, variant=%s, identity=%s)",
@@ -475,9 +487,7 @@ class Room:
             error = ErrorMessage.decode(payload)
             _log.info("client %d reports error %d: %s", client.id, error.code, error.message)
         elif ptype == PacketType.IMAGE_FRAME_H265:
-            log_every(
-                _log, logging.INFO, 10.0, "client %d sends H.265 video, which this server does not decode", client.id
-            )
+            self._on_h265_frame(client, payload)
         else:
             # c41 drops a client for an unknown type; being lenient keeps odd-but-harmless clients in.
             log_every(_log, logging.DEBUG, 10.0, "client %d: ignoring %s", client.id, packet_type_name(ptype))
@@ -494,6 +504,7 @@ class Room:
         client.rendered_key = None  # a resize re-renders at once
         if not client.joined:
             client.joined = True
+            self.mixer.add_listener(client.id)
             _log.debug("client %d joined: %dx%d fps=%d", client.id, spec.cols, spec.rows, fps)
             self._broadcast_state()
 
@@ -510,8 +521,23 @@ class Room:
             # c41 stores such frames but never renders them; we drop them with a note.
             log_every(_log, logging.INFO, 10.0, "client %d: unusable IMAGE_FRAME: %s", client.id, exc)
             return
+        self._store_video(client, source)
+
+    def _on_h265_frame(self, client: ClientSession, payload: bytes) -> None:
+        frame = ImageFrameH265.decode(payload)
+        self.metrics.frames_in += 1
+        if client.h265 is None:
+            client.h265 = H265Decoder()
+        try:
+            pixels = client.h265.decode(frame.bitstream, frame.width, frame.height)
+        except H265DecodeError as exc:
+            raise ProtocolError(str(exc)) from None
+        if pixels is not None:
+            self._store_video(client, VideoSource(client.id, client.video_seq + 1, pixels))
+
+    def _store_video(self, client: ClientSession, source: VideoSource) -> None:
         first = client.video is None
-        client.video_seq += 1
+        client.video_seq = source.seq
         client.video = source
         client.video_at = asyncio.get_running_loop().time()
         client.streams |= StreamType.VIDEO
@@ -523,8 +549,6 @@ class Room:
         if not client.streams & StreamType.AUDIO:
             raise ProtocolError("AUDIO_OPUS_BATCH before STREAM_START(AUDIO)")
         batch = AudioOpusBatch.decode(payload)
-        if self.mixer is None:
-            return
         self.mixer.push_opus(client.id, list(batch.frames))
         self._last_audio_in = asyncio.get_running_loop().time()
 
@@ -615,6 +639,21 @@ class Room:
                 break
         return sources
 
+    def _frame_for(self, client: ClientSession, sources: list[VideoSource]) -> bytes | None:
+        """ASCII_FRAME payload for one receiver, or None when it cannot be sent."""
+        assert client.spec is not None
+        text = self.compositor.render(sources, client.spec)
+        frame = AsciiFrame(width=client.spec.cols, height=client.spec.rows, text=text, flags=0)
+        payload = frame.encode()
+        if client.conn.encrypted and len(payload) + HEADER_SIZE > MAX_ENCRYPTED_PLAINTEXT:
+            # Beyond what can be encrypted (huge truecolor terminals): zstd, which native clients
+            # decode (ACIP 4); if even that is too big, skip this frame.
+            payload = frame.encode_compressed()
+            if len(payload) + HEADER_SIZE > MAX_ENCRYPTED_PLAINTEXT:
+                log_every(_log, logging.WARNING, 10.0, "client %d: frame of %d bytes too large", client.id, len(text))
+                return None
+        return payload
+
     async def _tick_loop(self) -> None:
         """Video frames at each receiver's fps while anyone sends video; a packet every keepalive."""
         loop = asyncio.get_running_loop()
@@ -636,8 +675,10 @@ class Room:
                     if now < client.next_frame_at:
                         pending = True
                         continue
-                    text = self.compositor.render(sources, client.spec)
-                    frame = AsciiFrame(width=client.spec.cols, height=client.spec.rows, text=text, flags=0).encode()
+                    frame = self._frame_for(client, sources)
+                    if frame is None:
+                        client.rendered_key = key
+                        continue
                     if client.video_out is not None:
                         self.metrics.dropped_frames += 1
                     client.video_out = _Video(frame, tiles)
@@ -662,7 +703,7 @@ class Room:
         interval = self.config.audio_interval_s
         while True:
             await asyncio.sleep(interval)
-            if self.mixer is None or loop.time() - self._last_audio_in > AUDIO_IDLE_S:
+            if loop.time() - self._last_audio_in > AUDIO_IDLE_S and not self.mixer.has_audio():
                 continue
             for client in list(self.clients.values()):
                 if not client.open or not client.joined:
@@ -670,24 +711,16 @@ class Room:
                 frames = self.mixer.mix_for(client.id)
                 if not frames or client.removed:
                     continue
-                batch = AudioOpusBatch(
-                    sample_rate=OPUS_SAMPLE_RATE, frame_duration_ms=OPUS_FRAME_MS, frames=list(frames)
-                )
+                batch = AudioOpusBatch(sample_rate=OPUS_SAMPLE_RATE, frame_duration_ms=OPUS_FRAME_MS, frames=frames)
                 client.audio.append(batch.encode())
                 client.last_activity = loop.time()
                 client.wakeup.set()
+            for source_id, reason in self.mixer.pop_errors().items():
+                log_every(_log, logging.INFO, 10.0, "client %d: audio decode failed: %s", source_id, reason)
 
 
 def _stream_bits(flags: StreamFlags) -> int:
     return int(flags.streams)
-
-
-def _make_mixer() -> Any | None:
-    try:
-        from asciichat_server.media import AudioMixer  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return AudioMixer()
 
 
 async def _quiet_close(link: Link, reason: str) -> None:
