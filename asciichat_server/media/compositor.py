@@ -8,9 +8,10 @@ still share nothing but the decoded source, which is the C server's cost too.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -18,10 +19,26 @@ from .ansi import RESET, render_rows
 from .layout import MAX_TILES, Rect, grid_layout, tiles_for
 from .spec import RenderSpec
 
-# Cache budgets in bytes: a 160x48 truecolor frame is ~150 KB, so the frame cache holds ~100 of them.
-FRAME_CACHE_BYTES = 16 * 1024 * 1024
-TILE_CACHE_BYTES = 24 * 1024 * 1024
-SCALED_CACHE_BYTES = 16 * 1024 * 1024
+# Cache budgets in bytes. Entries for old seqs are dead weight, so budgets only need the live set of one
+# tick: 32 distinct 160x48 truecolor frames (~120 KB each) plus their tiles.
+FRAME_CACHE_BYTES = 8 * 1024 * 1024
+TILE_CACHE_BYTES = 8 * 1024 * 1024
+SCALED_CACHE_BYTES = 4 * 1024 * 1024
+
+# The C client displays at most 1 MiB of a frame (ACIP.md 5.2), so a frame is never made bigger than that:
+# a huge terminal gets the picture rendered for a smaller box (worst-case bytes per cell below).
+FRAME_BYTE_BUDGET = 1024 * 1024
+_WORST_CELL_BYTES = {"mono": 4, "color": 23, "half": 41}  # UTF-8 char; SGR + char; fg + bg SGR + U+2580
+
+
+def bounded_spec(spec: RenderSpec) -> RenderSpec:
+    """`spec` shrunk (aspect kept) so that even a worst-case frame stays within FRAME_BYTE_BUDGET."""
+    per_cell = _WORST_CELL_BYTES["half" if spec.half_block else "color" if spec.colored else "mono"]
+    cells = FRAME_BYTE_BUDGET // per_cell
+    if spec.cols * spec.rows <= cells:
+        return spec
+    factor = math.sqrt(cells / (spec.cols * spec.rows))
+    return replace(spec, cols=max(1, int(spec.cols * factor)), rows=max(1, int(spec.rows * factor)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,6 +173,7 @@ class Compositor:
         if cached is not None:
             self.stats.frame_hits += 1
             return cached  # type: ignore[return-value]
+        spec = bounded_spec(spec)
         rects = self.layout(sources, spec)
         frame = self._single(sources[0], rects[0], spec) if len(sources) == 1 else self._grid(sources, rects, spec)
         if spec.colored and not frame.endswith(RESET):

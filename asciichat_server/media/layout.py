@@ -102,14 +102,17 @@ def grid_layout(sizes: tuple[tuple[int, int], ...], cols: int, rows: int) -> tup
         w, h = fit_cells(sizes[0][0], sizes[0][1], cols, rows)
         return (Rect(0, 0, w, h),)
     grid_cols, grid_rows = choose_grid(sizes, cols, rows)
+    # A terminal with fewer cells than videos: 1-cell grid cells, and videos that fall off are not drawn.
     cell_w, cell_h = max(1, cols // grid_cols), max(1, rows // grid_rows)
-    off_x, off_y = (cols - grid_cols * cell_w) // 2, (rows - grid_rows * cell_h) // 2
+    off_x, off_y = max(0, (cols - grid_cols * cell_w) // 2), max(0, (rows - grid_rows * cell_h) // 2)
     rects = []
     for i, (img_w, img_h) in enumerate(sizes):
         gy, gx = divmod(i, grid_cols)
         w, h = fit_cells(img_w, img_h, cell_w, cell_h)
-        w, h = min(w, cell_w), min(h, cell_h)
-        x = max(0, off_x + gx * cell_w + (cell_w - w) // 2)
-        y = max(0, off_y + gy * cell_h + (cell_h - h) // 2)
-        rects.append(Rect(x, y, min(w, cols - x), min(h, rows - y)))
+        x = off_x + gx * cell_w + (cell_w - w) // 2
+        y = off_y + gy * cell_h + (cell_h - h) // 2
+        if x >= cols or y >= rows:
+            rects.append(Rect(min(x, cols), min(y, rows), 0, 0))
+        else:
+            rects.append(Rect(x, y, min(w, cols - x), min(h, rows - y)))
     return tuple(rects)

@@ -149,3 +149,28 @@ def test_caches_are_bounded() -> None:
     assert sizes["frames"] < 60
     comp.forget(1)
     assert comp.cache_sizes()["frames"] == comp.cache_sizes()["tiles"] == comp.cache_sizes()["scaled"] == 0
+
+
+@pytest.mark.parametrize(("color_level", "render_mode"), [(3, 2), (3, 0), (0, 0)])
+def test_huge_terminal_frame_stays_under_client_display_limit(color_level: int, render_mode: int) -> None:
+    # Worst case content: noise, so every cell changes colour. The C client shows at most 1 MiB of a frame.
+    noise = np.random.default_rng(5).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    spec = RenderSpec(4096, 4096, color_level=color_level, render_mode=render_mode, palette="·•●⬤")
+    frame = Compositor().render([VideoSource(1, 1, noise)], spec)
+    assert 100_000 < len(frame) <= 1024 * 1024
+    frame.decode("utf-8")  # never splits a multi-byte character
+
+
+@pytest.mark.parametrize(("cols", "rows"), [(1, 1), (2, 1), (5, 3), (19, 9)])
+@pytest.mark.parametrize("n", [1, 2, 9])
+def test_tiny_terminals(cols: int, rows: int, n: int) -> None:
+    srcs = [VideoSource(i, 1, np.full((240, 320, 3), 200, np.uint8)) for i in range(n)]
+    frame = Compositor().render(srcs, RenderSpec(cols, rows, color_level=3, wants_padding=True))
+    rects = [r for r in grid_layout(((320, 240),) * n, cols, rows) if r.w > 0]
+    assert rects
+    covered = [(x, y) for r in rects for x in range(r.x, r.x + r.w) for y in range(r.y, r.y + r.h)]
+    assert len(covered) == len(set(covered)) and all(0 <= x < cols and 0 <= y < rows for x, y in covered)
+    lines = frame.split(b"\n")
+    assert 1 <= len(lines) <= rows
+    text_width = [len(line.replace(b"\x1b[38;2;200;200;200m", b"").replace(b"\x1b[0m", b"")) for line in lines]
+    assert max(text_width) <= cols
