@@ -59,11 +59,6 @@ CHALLENGE = bytes([0x33] * 32)
 CLIENT_NONCE = bytes([0x44] * 32)
 
 
-@pytest.fixture(scope="module")
-def password_key() -> bytes:
-    return crypto.derive_password_key("password123")
-
-
 def _caps(head: bool) -> ClientCapabilities:
     return ClientCapabilities(
         capabilities=0x0F,

@@ -1,0 +1,608 @@
+"""Full handshakes between our ServerConnection and ClientConnection, in memory, and every way they fail."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from nacl.signing import SigningKey
+
+from asciichat_server.protocol.connection import (
+    ClientConnection,
+    ClientSecurity,
+    ConnectionState,
+    ServerConnection,
+    ServerSecurity,
+)
+from asciichat_server.protocol.constants import AuthFailure, PacketType
+from asciichat_server.protocol.crc import crc32c
+from asciichat_server.protocol.errors import ProtocolError
+from asciichat_server.protocol.events import AuthRejected, Event, HandshakeComplete, PacketReceived
+from asciichat_server.protocol.packets import Packet, decode_packet, encode_packet
+from asciichat_server.protocol.payloads import (
+    AsciiFrame,
+    ClientCapabilities,
+    CryptoParameters,
+    ErrorMessage,
+    KeyExchangeInit,
+    ProtocolVersion,
+)
+
+CAPS = ClientCapabilities(color_level=3, width=80, height=24, term_type="xterm").encode()
+SERVER_ID = SigningKey(bytes([0x55] * 32))
+CLIENT_A = SigningKey(bytes([0x66] * 32))
+CLIENT_B = SigningKey(bytes([0x77] * 32))
+
+
+def feed(conn: ServerConnection | ClientConnection, wire: bytes, chunk: int | None = None) -> list[Event]:
+    if conn.transport == "ws":
+        return conn.receive_message(wire)
+    if chunk is None:
+        return conn.receive_data(wire)
+    events: list[Event] = []
+    for i in range(0, len(wire), chunk):
+        events += conn.receive_data(wire[i : i + chunk])
+    return events
+
+
+def pump(
+    server: ServerConnection, client: ClientConnection, chunk: int | None = None, rounds: int = 50
+) -> tuple[list[Event], list[Event]]:
+    """Exchange queued packets both ways until both sides are quiet; return (server_events, client_events)."""
+    server_events: list[Event] = []
+    client_events: list[Event] = []
+    for _ in range(rounds):
+        to_server = client.data_to_send()
+        for wire in to_server:
+            server_events += feed(server, wire, chunk)
+        to_client = server.data_to_send()
+        for wire in to_client:
+            client_events += feed(client, wire, chunk)
+        if not to_server and not to_client:
+            return server_events, client_events
+    raise AssertionError("connections kept talking")
+
+
+def _connect(
+    server_sec: ServerSecurity, client_sec: ClientSecurity, transport: str = "tcp", chunk: int | None = None
+) -> tuple[ServerConnection, ClientConnection, list, list]:
+    server = ServerConnection(server_sec, transport)
+    client = ClientConnection(client_sec, transport)
+    server.start()
+    client.start()
+    server_events, client_events = pump(server, client, chunk)
+    return server, client, server_events, client_events
+
+
+def _open_session(server: ServerConnection, client: ClientConnection) -> list:
+    """The client's first application packet (CLIENT_CAPABILITIES) — the point where the server knows the key."""
+    client.send(PacketType.CLIENT_CAPABILITIES, CAPS)
+    server_events, _ = pump(server, client)
+    return server_events
+
+
+def _roundtrip(server: ServerConnection, client: ClientConnection) -> None:
+    """Application packets flow both ways and are wrapped in ENCRYPTED exactly when the session is encrypted."""
+    frame = AsciiFrame(80, 24, b"hello\x1b[0m").encode()
+    server.send(PacketType.ASCII_FRAME, frame)
+    wires = server.data_to_send()
+    assert all(
+        decode_packet(w).type == (PacketType.ENCRYPTED if server.encrypted else PacketType.ASCII_FRAME) for w in wires
+    )
+    events = []
+    for w in wires:
+        events += feed(client, w)
+    assert events[-1] == PacketReceived(Packet(PacketType.ASCII_FRAME, frame))
+    client.send(PacketType.PING)
+    server_events, _ = pump(server, client)
+    assert server_events == [PacketReceived(Packet(PacketType.PING, b""))]
+
+
+# ------------------------------------------------------------------------------- plaintext
+
+
+def test_plaintext_tcp_client_capabilities_first() -> None:
+    server = ServerConnection(ServerSecurity(), "tcp")
+    client = ClientConnection(ClientSecurity(encrypt=False), "tcp")
+    client.start()
+    assert client.state is ConnectionState.OPEN
+    client.send(PacketType.CLIENT_CAPABILITIES, CAPS)
+    server_events, _ = pump(server, client)
+    assert server_events == [
+        HandshakeComplete(False, None, None),
+        PacketReceived(Packet(PacketType.CLIENT_CAPABILITIES, CAPS)),
+    ]
+    assert server.state is ConnectionState.OPEN and not server.encrypted
+    _roundtrip(server, client)
+
+
+def test_plaintext_client_refused_when_password_or_key_list_required(password_key: bytes) -> None:
+    for security, flags in (
+        (ServerSecurity(password_key=password_key), AuthFailure.PASSWORD_REQUIRED),
+        (ServerSecurity(client_keys=frozenset({bytes(CLIENT_A.verify_key)})), AuthFailure.CLIENT_KEY_REQUIRED),
+    ):
+        server = ServerConnection(security, "tcp")
+        events = server.receive_data(encode_packet(PacketType.CLIENT_CAPABILITIES, CAPS))
+        assert events == [AuthRejected(int(flags))]
+        assert server.state is ConnectionState.CLOSED
+        assert [decode_packet(w) for w in server.data_to_send()] == [
+            Packet(PacketType.CRYPTO_AUTH_FAILED, bytes([flags]) + bytes(7))
+        ]
+
+
+def test_no_encrypt_server_refuses_protocol_version() -> None:
+    server = ServerConnection(ServerSecurity(encrypt=False), "tcp")
+    with pytest.raises(ProtocolError, match="without encryption") as info:
+        server.receive_data(encode_packet(PacketType.PROTOCOL_VERSION, ProtocolVersion().encode()))
+    assert info.value.error_code == 44
+    assert server.state is ConnectionState.ERROR
+
+
+def test_crypto_no_encryption_gets_auth_failed_zero() -> None:
+    server = ServerConnection(ServerSecurity(), "tcp")
+    server.receive_data(encode_packet(PacketType.PROTOCOL_VERSION, ProtocolVersion().encode()))
+    server.data_to_send()
+    assert server.receive_data(encode_packet(PacketType.CRYPTO_NO_ENCRYPTION)) == [AuthRejected(0)]
+    assert server.data_to_send() == [encode_packet(PacketType.CRYPTO_AUTH_FAILED, bytes(8))]
+    assert server.receive_data(encode_packet(PacketType.PING)) == []  # CLOSED ignores the rest
+
+
+# ------------------------------------------------------------------------------- encrypted, both key variants
+
+
+@pytest.mark.parametrize("variant", ["c41", "head"])
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_encrypted_handshake_detects_the_client_key_variant(variant: str, chunk: int | None) -> None:
+    server, client, server_events, client_events = _connect(
+        ServerSecurity(), ClientSecurity(key_variant=variant), chunk=chunk
+    )
+    assert client_events == [HandshakeComplete(True, variant, None)]
+    # Without a password the server learns the variant from the client's first ENCRYPTED packet.
+    assert server_events == [] and server.state is ConnectionState.HANDSHAKE
+    client.send(PacketType.CLIENT_CAPABILITIES, CAPS)
+    wire = client.data_to_send()[0]
+    nonce_counter = decode_packet(wire).payload[16:24]
+    assert nonce_counter == (1).to_bytes(8, "little" if variant == "c41" else "big")
+    events = feed(server, wire, chunk)
+    assert events == [
+        HandshakeComplete(True, variant, None),
+        PacketReceived(Packet(PacketType.CLIENT_CAPABILITIES, CAPS)),
+    ]
+    assert server.key_variant == variant and server.state is ConnectionState.OPEN
+    _roundtrip(server, client)
+
+
+def test_server_reply_echoes_the_client_mode_byte() -> None:
+    server = ServerConnection(ServerSecurity(), "tcp")
+    server.receive_data(encode_packet(PacketType.PROTOCOL_VERSION, ProtocolVersion(supports_encryption=3).encode()))
+    reply = decode_packet(server.data_to_send()[0])
+    assert ProtocolVersion.decode(reply.payload).supports_encryption == 3
+
+
+def test_application_packets_wait_for_the_key_then_go_encrypted() -> None:
+    server, client, _, _ = _connect(ServerSecurity(), ClientSecurity())
+    server.send(PacketType.SERVER_STATE, bytes(32))
+    assert server.data_to_send() == []  # variant unknown: nothing encrypted yet
+    client.send(PacketType.CLIENT_CAPABILITIES, CAPS)
+    _, client_events = pump(server, client)
+    assert PacketReceived(Packet(PacketType.SERVER_STATE, bytes(32))) in client_events
+
+
+# ------------------------------------------------------------------------------- password
+
+
+@pytest.mark.parametrize("variant", ["c41", "head"])
+def test_password_right(variant: str, password_key: bytes) -> None:
+    server, client, server_events, client_events = _connect(
+        ServerSecurity(password_key=password_key), ClientSecurity(password_key=password_key, key_variant=variant)
+    )
+    # The HMAC covers the session key, so the variant is known at SERVER_AUTH_RESP time.
+    assert server_events == [HandshakeComplete(True, variant, None)]
+    assert client_events == [HandshakeComplete(True, variant, None)]
+    _roundtrip(server, client)
+
+
+def test_password_wrong(password_key: bytes, wrong_password_key: bytes) -> None:
+    server, client, server_events, client_events = _connect(
+        ServerSecurity(password_key=password_key), ClientSecurity(password_key=wrong_password_key)
+    )
+    assert server_events == [AuthRejected(AuthFailure.PASSWORD_INCORRECT)]
+    assert client_events == [AuthRejected(AuthFailure.PASSWORD_INCORRECT)]
+    assert server.state is ConnectionState.CLOSED and client.state is ConnectionState.CLOSED
+
+
+def test_password_missing_on_client(password_key: bytes) -> None:
+    server = ServerConnection(ServerSecurity(password_key=password_key), "tcp")
+    client = ClientConnection(ClientSecurity(), "tcp")
+    client.start()
+    with pytest.raises(ProtocolError, match="requires a password"):
+        pump(server, client)
+
+
+def test_wrong_password_with_key_list_sets_both_flags(password_key: bytes, wrong_password_key: bytes) -> None:
+    security = ServerSecurity(password_key=password_key, client_keys=frozenset({bytes(CLIENT_A.verify_key)}))
+    _, _, server_events, _ = _connect(security, ClientSecurity(password_key=wrong_password_key, identity=CLIENT_A))
+    assert server_events == [AuthRejected(AuthFailure.PASSWORD_INCORRECT | AuthFailure.CLIENT_KEY_REQUIRED)]
+
+
+def test_password_and_key_list_both_satisfied(password_key: bytes) -> None:
+    security = ServerSecurity(password_key=password_key, client_keys=frozenset({bytes(CLIENT_A.verify_key)}))
+    server, client, server_events, _ = _connect(
+        security, ClientSecurity(password_key=password_key, identity=CLIENT_A, key_variant="head")
+    )
+    assert server_events == [HandshakeComplete(True, "head", bytes(CLIENT_A.verify_key))]
+    _roundtrip(server, client)
+
+
+# ------------------------------------------------------------------------------- server identity
+
+
+def test_identity_pinned_right() -> None:
+    pin = bytes(SERVER_ID.verify_key)
+    server, client, _, client_events = _connect(ServerSecurity(identity=SERVER_ID), ClientSecurity(server_key=pin))
+    assert client_events == [HandshakeComplete(True, "c41", pin)]
+    _open_session(server, client)
+    _roundtrip(server, client)
+
+
+def test_identity_sent_as_128_byte_init_and_parameters_announce_it() -> None:
+    server = ServerConnection(ServerSecurity(identity=SERVER_ID), "tcp")
+    server.receive_data(encode_packet(PacketType.PROTOCOL_VERSION, ProtocolVersion().encode()))
+    server.receive_data(encode_packet(PacketType.CRYPTO_CAPABILITIES, bytes.fromhex("00010001000100010001")))
+    _, params, init = (decode_packet(w) for w in server.data_to_send())
+    assert CryptoParameters.decode(params.payload).signature_size == 64
+    assert len(init.payload) == 128
+    assert KeyExchangeInit.decode(init.payload).identity_key == bytes(SERVER_ID.verify_key)
+
+
+def test_identity_pinned_wrong_client_refuses() -> None:
+    server = ServerConnection(ServerSecurity(identity=SERVER_ID), "tcp")
+    client = ClientConnection(ClientSecurity(server_key=bytes(CLIENT_B.verify_key)), "tcp")
+    client.start()
+    with pytest.raises(ProtocolError, match="does not match the pinned"):
+        pump(server, client)
+    assert client.state is ConnectionState.ERROR
+
+
+def test_identity_pinned_but_server_has_none() -> None:
+    client = ClientConnection(ClientSecurity(server_key=bytes(SERVER_ID.verify_key)), "tcp")
+    server = ServerConnection(ServerSecurity(), "tcp")
+    client.start()
+    with pytest.raises(ProtocolError, match="presented no identity"):
+        pump(server, client)
+
+
+def test_client_hello_with_a_key_we_do_not_hold_is_refused() -> None:
+    server = ServerConnection(ServerSecurity(identity=SERVER_ID), "tcp")
+    server.receive_data(encode_packet(PacketType.PROTOCOL_VERSION, ProtocolVersion().encode()))
+    server.receive_data(encode_packet(PacketType.CRYPTO_CLIENT_HELLO, bytes(SERVER_ID.verify_key)))  # ours: fine
+    with pytest.raises(ProtocolError, match="CLIENT_HELLO"):
+        server.receive_data(encode_packet(PacketType.CRYPTO_CLIENT_HELLO, bytes(CLIENT_B.verify_key)))
+
+
+def test_forged_identity_signature_rejected_by_client() -> None:
+    server = ServerConnection(ServerSecurity(identity=SERVER_ID), "tcp")
+    client = ClientConnection(ClientSecurity(), "tcp")
+    client.start()
+    for w in client.data_to_send():
+        server.receive_data(w)
+    for w in server.data_to_send():
+        client.receive_data(w)
+    for w in client.data_to_send():
+        server.receive_data(w)
+    params, init = server.data_to_send()
+    client.receive_data(params)
+    payload = bytearray(decode_packet(init).payload)
+    payload[100] ^= 1
+    with pytest.raises(ProtocolError, match="signature"):
+        client.receive_data(encode_packet(PacketType.CRYPTO_KEY_EXCHANGE_INIT, bytes(payload)))
+
+
+# ------------------------------------------------------------------------------- client-key allow-list
+
+
+@pytest.mark.parametrize("variant", ["c41", "head"])
+def test_allow_list_listed(variant: str) -> None:
+    security = ServerSecurity(client_keys=frozenset({bytes(CLIENT_A.verify_key)}), signature_auth_variant=variant)
+    server, client, server_events, client_events = _connect(
+        security, ClientSecurity(identity=CLIENT_A, key_variant=variant)
+    )
+    assert server_events == [HandshakeComplete(True, variant, bytes(CLIENT_A.verify_key))]
+    assert client_events == [HandshakeComplete(True, variant, None)]
+    _roundtrip(server, client)
+
+
+def test_allow_list_not_listed() -> None:
+    security = ServerSecurity(client_keys=frozenset({bytes(CLIENT_A.verify_key)}))
+    _, _, server_events, client_events = _connect(security, ClientSecurity(identity=CLIENT_B))
+    assert server_events == [AuthRejected(AuthFailure.CLIENT_KEY_REJECTED)]
+    assert client_events == [AuthRejected(AuthFailure.CLIENT_KEY_REJECTED)]
+
+
+def test_allow_list_client_without_key() -> None:
+    security = ServerSecurity(client_keys=frozenset({bytes(CLIENT_A.verify_key)}))
+    client = ClientConnection(ClientSecurity(), "tcp")
+    client.start()
+    with pytest.raises(ProtocolError, match="requires a client key"):
+        pump(ServerConnection(security, "tcp"), client)
+
+
+def test_allow_list_bad_challenge_signature() -> None:
+    security = ServerSecurity(client_keys=frozenset({bytes(CLIENT_A.verify_key)}))
+    server = ServerConnection(security, "tcp")
+    client = ClientConnection(ClientSecurity(identity=CLIENT_A), "tcp")
+    client.start()
+    for _ in range(3):  # PROTOCOL_VERSION, CRYPTO_CAPABILITIES, KEY_EXCHANGE_RESP rounds; then AUTH_RESPONSE
+        for w in client.data_to_send():
+            server.receive_data(w)
+        for w in server.data_to_send():
+            client.receive_data(w)
+    (auth_response,) = client.data_to_send()
+    payload = bytearray(decode_packet(auth_response).payload)
+    payload[0] ^= 0x80
+    events = server.receive_data(encode_packet(PacketType.CRYPTO_AUTH_RESPONSE, bytes(payload)))
+    assert events == [AuthRejected(AuthFailure.SIGNATURE_INVALID)]
+
+
+def test_unrequested_client_identity_is_reported_when_its_signature_verifies() -> None:
+    # No password, no list: HANDSHAKE_COMPLETE, and the identity the client signed with is passed up.
+    server, client, _, _ = _connect(ServerSecurity(identity=SERVER_ID), ClientSecurity(identity=CLIENT_A))
+    events = _open_session(server, client)
+    assert events[0] == HandshakeComplete(True, "c41", bytes(CLIENT_A.verify_key))
+
+
+# ------------------------------------------------------------------------------- violations after the handshake
+
+
+def _established(variant: str = "c41") -> tuple[ServerConnection, ClientConnection]:
+    server, client, _, _ = _connect(ServerSecurity(), ClientSecurity(key_variant=variant))
+    _open_session(server, client)
+    return server, client
+
+
+def _reframe(payload: bytes) -> bytes:
+    return encode_packet(PacketType.ENCRYPTED, payload)
+
+
+def test_tampered_mac_rejected() -> None:
+    server, client = _established()
+    client.send(PacketType.PING)
+    (wire,) = client.data_to_send()
+    payload = bytearray(decode_packet(wire).payload)
+    payload[30] ^= 0x01  # inside the MAC; outer CRC recomputed so only the MAC catches it
+    with pytest.raises(ProtocolError, match="MAC") as info:
+        server.receive_data(_reframe(bytes(payload)))
+    assert info.value.error_code == 44
+    assert server.state is ConnectionState.ERROR
+    with pytest.raises(ProtocolError):
+        server.receive_data(wire)  # ERROR is final
+
+
+def test_tampered_first_packet_matches_no_variant() -> None:
+    server, client, _, _ = _connect(ServerSecurity(), ClientSecurity())
+    client.send(PacketType.CLIENT_CAPABILITIES, CAPS)
+    (wire,) = client.data_to_send()
+    payload = bytearray(decode_packet(wire).payload)
+    payload[-1] ^= 0x01
+    with pytest.raises(ProtocolError, match="neither"):
+        server.receive_data(_reframe(bytes(payload)))
+
+
+def test_replayed_counter_rejected() -> None:
+    server, client = _established("head")
+    client.send(PacketType.PING)
+    (wire,) = client.data_to_send()
+    assert server.receive_data(wire) == [PacketReceived(Packet(PacketType.PING, b""))]
+    with pytest.raises(ProtocolError, match="replayed"):
+        server.receive_data(wire)
+
+
+def test_out_of_order_counter_rejected() -> None:
+    server, client = _established()
+    client.send(PacketType.PING)
+    client.send(PacketType.PONG)
+    first, second = client.data_to_send()
+    server.receive_data(second)
+    with pytest.raises(ProtocolError, match="out-of-order"):
+        server.receive_data(first)
+
+
+def test_plaintext_after_handshake_rejected() -> None:
+    server, _ = _established()
+    with pytest.raises(ProtocolError, match="plaintext PING"):
+        server.receive_data(encode_packet(PacketType.PING))
+
+
+def test_plaintext_after_handshake_complete_before_first_encrypted_rejected_on_tcp() -> None:
+    server, _, _, _ = _connect(ServerSecurity(), ClientSecurity())
+    with pytest.raises(ProtocolError, match="plaintext CLIENT_CAPABILITIES"):
+        server.receive_data(encode_packet(PacketType.CLIENT_CAPABILITIES, CAPS))
+
+
+def test_inner_packet_crc_checked() -> None:
+    server, client = _established()
+    session = client._session
+    assert session is not None
+    inner = bytearray(encode_packet(PacketType.STREAM_START, b"\0\0\0\x01"))
+    inner[14:18] = struct.pack(">I", crc32c(b"\0\0\0\x02"))
+    sealed = session._sender.seal(bytes(inner))  # type: ignore[union-attr]
+    with pytest.raises(ProtocolError, match="inner packet: CRC mismatch"):
+        server.receive_data(sealed)
+
+
+def test_inner_handshake_type_rejected() -> None:
+    server, client = _established()
+    sealed = client._session._sender.seal(encode_packet(PacketType.CRYPTO_HANDSHAKE_COMPLETE))  # type: ignore[union-attr]
+    with pytest.raises(ProtocolError, match="inside ENCRYPTED"):
+        server.receive_data(sealed)
+
+
+def test_oversize_encrypted_plaintext_rejected_before_decrypting() -> None:
+    server, _ = _established()
+    with pytest.raises(ProtocolError, match="plaintext limit"):
+        server.receive_data(encode_packet(PacketType.ENCRYPTED, bytes(1024 * 1024 + 41)))
+
+
+def test_send_refuses_what_cannot_be_encrypted() -> None:
+    server, _ = _established()
+    with pytest.raises(ValueError):
+        server.send(PacketType.ASCII_FRAME, bytes(1024 * 1024))
+    with pytest.raises(ValueError):
+        server.send(PacketType.CRYPTO_HANDSHAKE_COMPLETE)
+
+
+@pytest.mark.parametrize("encrypted", [True, False])
+def test_fail_sends_error_message_encrypted_when_the_session_is(encrypted: bool) -> None:
+    if encrypted:
+        server, client = _established()
+    else:
+        server = ServerConnection(ServerSecurity(), "tcp")
+        client = ClientConnection(ClientSecurity(encrypt=False), "tcp")
+        client.start()
+        _open_session(server, client)
+    server.fail("Protocol violation: bad STREAM_START")
+    assert server.state is ConnectionState.ERROR
+    (wire,) = server.data_to_send()
+    assert decode_packet(wire).type == (PacketType.ENCRYPTED if encrypted else PacketType.ERROR_MESSAGE)
+    events = [e for e in feed(client, wire) if isinstance(e, PacketReceived)]
+    assert ErrorMessage.decode(events[-1].packet.payload) == ErrorMessage(44, "Protocol violation: bad STREAM_START")
+    server.send(PacketType.PING)
+    server.fail("again")
+    assert server.data_to_send() == []  # ERROR: no more application traffic, one ERROR_MESSAGE only
+
+
+def test_fail_during_handshake_is_plaintext() -> None:
+    server = ServerConnection(ServerSecurity(), "tcp")
+    with pytest.raises(ProtocolError) as info:
+        server.receive_data(encode_packet(PacketType.PING))
+    server.fail(info.value.reason, info.value.error_code)
+    (wire,) = server.data_to_send()
+    msg = ErrorMessage.decode(decode_packet(wire).payload)
+    assert msg.code == 44 and "PROTOCOL_VERSION or CLIENT_CAPABILITIES" in msg.message
+
+
+# ------------------------------------------------------------------------------- rekey
+
+
+@pytest.mark.parametrize("variant", ["c41", "head"])
+def test_client_initiated_rekey(variant: str) -> None:
+    server, client = _established(variant)
+    old_key = server._session.key  # type: ignore[union-attr]
+    client.start_rekey()
+    (request,) = client.data_to_send()
+    assert decode_packet(request).type == PacketType.CRYPTO_REKEY_REQUEST
+    # The server keeps talking under the old key while the rekey is in flight.
+    server.send(PacketType.PONG)
+    events = server.receive_data(request)
+    assert events == []
+    pong, response = server.data_to_send()
+    client.receive_data(pong)
+    client.receive_data(response)
+    (complete,) = client.data_to_send()
+    complete_packet = decode_packet(complete)
+    assert complete_packet.type == PacketType.CRYPTO_REKEY_COMPLETE
+    assert len(complete_packet.payload) == (41 if variant == "c41" else 1)
+    server.receive_data(complete)
+    assert server.rekeys == 1 and client.rekeys == 1
+    assert server._session.key != old_key  # type: ignore[union-attr]
+    _roundtrip(server, client)
+
+
+def test_rekey_complete_under_a_wrong_key_rejected() -> None:
+    server, client = _established()
+    client.start_rekey()
+    pump(server, client)  # the full exchange completes
+    client.start_rekey()
+    for w in client.data_to_send():
+        server.receive_data(w)
+    with pytest.raises(ProtocolError, match="REKEY_COMPLETE"):
+        server.receive_data(encode_packet(PacketType.CRYPTO_REKEY_COMPLETE, bytes(41)))
+
+
+def test_server_never_accepts_a_rekey_response_or_stray_complete() -> None:
+    server, _ = _established()
+    with pytest.raises(ProtocolError, match="never starts a rekey"):
+        server.receive_data(encode_packet(PacketType.CRYPTO_REKEY_RESPONSE, bytes(32)))
+    server, _ = _established()
+    with pytest.raises(ProtocolError, match="without a rekey"):
+        server.receive_data(encode_packet(PacketType.CRYPTO_REKEY_COMPLETE, b"\0"))
+
+
+# ------------------------------------------------------------------------------- WebSocket role
+
+
+@pytest.mark.parametrize("variant", ["c41", "head"])
+def test_websocket_server_speaks_first(variant: str) -> None:
+    server = ServerConnection(ServerSecurity(), "ws")
+    server.start()
+    params, init = (decode_packet(w) for w in server.data_to_send())
+    assert params.type == PacketType.CRYPTO_PARAMETERS
+    assert init.type == PacketType.CRYPTO_KEY_EXCHANGE_INIT and len(init.payload) == 32
+    client = ClientConnection(ClientSecurity(key_variant=variant), "ws")
+    client.start()
+    # A WS peer may send application packets before the handshake: delivered, not refused.
+    early = server.receive_message(encode_packet(PacketType.CLIENT_CAPABILITIES, CAPS))
+    assert early == [PacketReceived(Packet(PacketType.CLIENT_CAPABILITIES, CAPS))]
+    client.receive_message(encode_packet(params.type, params.payload))
+    client.receive_message(encode_packet(init.type, init.payload))
+    server_events, client_events = pump(server, client)
+    assert client_events == [HandshakeComplete(True, variant, None)]
+    server_events += _open_session(server, client)
+    assert server_events[0] == HandshakeComplete(True, variant, None)
+    _roundtrip(server, client)
+
+
+def test_websocket_server_with_identity_still_sends_32_byte_init() -> None:
+    server = ServerConnection(ServerSecurity(identity=SERVER_ID), "ws")
+    server.start()
+    _, init = (decode_packet(w) for w in server.data_to_send())
+    assert len(init.payload) == 32
+
+
+def test_websocket_password(password_key: bytes) -> None:
+    server, client, server_events, _ = _connect(
+        ServerSecurity(password_key=password_key), ClientSecurity(password_key=password_key), "ws"
+    )
+    assert server_events == [HandshakeComplete(True, "c41", None)]
+    _roundtrip(server, client)
+
+
+def test_plaintext_websocket_mode_never_offers_a_key_exchange() -> None:
+    server = ServerConnection(ServerSecurity(encrypt=False), "ws")
+    server.start()
+    assert server.data_to_send() == [] and server.state is ConnectionState.OPEN
+    client = ClientConnection(ClientSecurity(encrypt=False), "ws")
+    client.start()
+    server_events = _open_session(server, client)
+    assert server_events[0] == HandshakeComplete(False, None, None)
+    _roundtrip(server, client)
+
+
+def test_websocket_message_must_be_exactly_one_packet() -> None:
+    server = ServerConnection(ServerSecurity(encrypt=False), "ws")
+    server.start()
+    with pytest.raises(ProtocolError):
+        server.receive_message(encode_packet(PacketType.PING) + encode_packet(PacketType.PING))
+
+
+def test_websocket_plaintext_after_key_confirmed_rejected() -> None:
+    server, client, _, _ = _connect(ServerSecurity(), ClientSecurity(), "ws")
+    _open_session(server, client)
+    with pytest.raises(ProtocolError, match="plaintext"):
+        server.receive_message(encode_packet(PacketType.PING))
+
+
+# ------------------------------------------------------------------------------- configuration
+
+
+def test_security_configuration_is_validated(password_key: bytes) -> None:
+    with pytest.raises(ValueError):
+        ServerSecurity(encrypt=False, password_key=password_key)
+    with pytest.raises(ValueError):
+        ServerSecurity(signature_auth_variant="v2")
+    with pytest.raises(ValueError):
+        ServerSecurity(client_keys=frozenset({b"short"}))
+    with pytest.raises(ValueError):
+        ClientSecurity(key_variant="x")
+    with pytest.raises(ValueError):
+        ServerConnection(ServerSecurity(), "udp")  # type: ignore[arg-type]
