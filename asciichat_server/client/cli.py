@@ -168,3 +168,7 @@ def _run(kw: dict) -> int:
 
 def main() -> None:
     client_command(prog_name="asciichat-client")
+
+
+if __name__ == "__main__":
+    main()

@@ -47,8 +47,8 @@ EXIT_FAILURE = 1
 
 # The C client pings every second (PING_INTERVAL_NS).
 PING_INTERVAL_S = 1.0
-# How long a --snapshot run waits past its delay for the first frame before giving up.
-SNAPSHOT_GRACE_S = 10.0
+# How long a --snapshot run waits for its first frame once the session is open.
+SNAPSHOT_FIRST_FRAME_TIMEOUT_S = 10.0
 # Pixel format the native client puts in IMAGE_FRAME for RGB24 (ACIP.md 5.1.1).
 PIXEL_FORMAT_RGB24 = 1
 # REMOTE_LOG level byte -> logging level (DEV, DEBUG, INFO, WARN, ERROR, FATAL).
@@ -105,6 +105,7 @@ class ClientSession:
         self._done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._last_rx = time.monotonic()
         self._opened_at = 0.0
+        self._first_frame_at = 0.0
         self._source = self._make_source()
 
     # -- video source -------------------------------------------------------------------------------
@@ -149,7 +150,8 @@ class ClientSession:
             except ProtocolError as exc:
                 # The core queued an ERROR_MESSAGE for the server if it could; deliver it before closing.
                 await self._flush_quietly()
-                raise ClientError(f"protocol error from server: {exc.reason}") from exc
+                phase = "handshake failed" if not self._opened.is_set() else "protocol error"
+                raise ClientError(f"{phase}: {exc.reason}") from exc
             for event in events:
                 await self._handle_event(event)
             await self._flush()
@@ -199,6 +201,8 @@ class ClientSession:
         if ptype == PacketType.ASCII_FRAME:
             frame = AsciiFrame.decode(payload)
             self.stats.frames_received += 1
+            if self.stats.last_frame is None:
+                self._first_frame_at = time.monotonic()
             self.stats.last_frame = frame
             if not self.options.snapshot:
                 self.display.show(frame.text.decode("utf-8", "replace"))
@@ -282,13 +286,16 @@ class ClientSession:
                     f"no data from server for {self.options.silence_timeout_s:g}s during the {phase}; giving up"
                 )
             if self.options.snapshot and self._opened.is_set():
-                waited = now - self._opened_at
-                if waited >= self.options.snapshot_delay_s and self.stats.last_frame is not None:
-                    self.display.show(self.stats.last_frame.text.decode("utf-8", "replace"))
-                    self._finish(EXIT_OK)
-                    return
-                if waited >= self.options.snapshot_delay_s + SNAPSHOT_GRACE_S:
-                    raise ClientError(f"no ASCII frame received within {waited:.1f}s; nothing to snapshot")
+                # Like the C client, the delay runs from the first frame; then the newest frame is printed.
+                if self.stats.last_frame is not None:
+                    if now - self._first_frame_at >= self.options.snapshot_delay_s:
+                        self.display.show(self.stats.last_frame.text.decode("utf-8", "replace"))
+                        self._finish(EXIT_OK)
+                        return
+                elif now - self._opened_at >= SNAPSHOT_FIRST_FRAME_TIMEOUT_S:
+                    raise ClientError(
+                        f"no ASCII frame received within {SNAPSHOT_FIRST_FRAME_TIMEOUT_S:g}s; nothing to snapshot"
+                    )
 
     # -- entry ----------------------------------------------------------------------------------------
     async def run(self) -> int:

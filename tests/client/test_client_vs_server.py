@@ -1,0 +1,154 @@
+"""The `asciichat-client` CLI against the real `asciichat-server`, over loopback TCP and WebSocket."""
+
+from __future__ import annotations
+
+import nacl.signing
+import pytest
+
+STANDARD_PALETTE = set("   ...',;:clodxkO0KXNWM")
+SNAPSHOT = ["--test-pattern", "--snapshot", "--snapshot-delay", "0.5", "--fps", "10", "--color-level", "none"]
+
+
+def assert_frame(stdout: str, cols: int, rows: int) -> list[str]:
+    """A monochrome frame fitted into cols x rows: no line wider, no more rows, one dimension filled."""
+    lines = stdout.rstrip("\n").split("\n")
+    assert 1 <= len(lines) <= rows, lines
+    widths = [len(line) for line in lines]
+    assert max(widths) <= cols, widths
+    # The 16:9 test pattern is width-bound in 40x12 cells (cell aspect 2): 40 columns, 11 rows.
+    assert max(widths) == cols or len(lines) == rows, (widths, len(lines))
+    chars = set("".join(lines))
+    assert chars <= STANDARD_PALETTE, chars - STANDARD_PALETTE
+    assert len(chars - {" "}) >= 5, chars  # a real picture, not a blank screen
+    return lines
+
+
+def test_plaintext_snapshot(server_factory, run_client) -> None:
+    server = server_factory("--no-encrypt")
+    result = run_client(server.tcp, "--no-encrypt", *SNAPSHOT, "-x", "40", "-y", "12")
+    assert result.returncode == 0, result.stderr
+    assert_frame(result.stdout, 40, 12)
+    assert "\x1b[" not in result.stdout  # piped and colour none: plain text only
+
+
+def test_encrypted_snapshot_default_key_variant(server_factory, run_client) -> None:
+    server = server_factory()
+    result = run_client(server.tcp, *SNAPSHOT, "-x", "40", "-y", "12", "--log-level", "info")
+    assert result.returncode == 0, result.stderr
+    assert_frame(result.stdout, 40, 12)
+    assert "encrypted" in result.stderr and "key variant c41" in result.stderr
+
+
+@pytest.mark.parametrize("variant", ["c41", "head"])
+def test_key_variants_and_head_caps(server_factory, variant: str, run_client) -> None:
+    server = server_factory()
+    result = run_client(server.tcp, *SNAPSHOT, "-x", "60", "-y", "20", "--key-variant", variant, "--head-caps")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.rstrip("\n").split("\n")
+    assert len(lines) <= 20 and max(len(line) for line in lines) <= 60
+
+
+def test_requested_size_is_honoured(server_factory, run_client) -> None:
+    server = server_factory()
+    result = run_client(server.tcp, *SNAPSHOT, "-x", "100", "-y", "10")
+    assert result.returncode == 0, result.stderr
+    # Height-bound now: 10 rows, round(10 * 480/270 * 2) = 36 columns.
+    lines = result.stdout.rstrip("\n").split("\n")
+    assert len(lines) == 10
+    assert max(len(line) for line in lines) == 36
+
+
+def test_password_right_and_wrong(server_factory, run_client) -> None:
+    server = server_factory("--password", "correct horse battery")
+    good = run_client(server.tcp, *SNAPSHOT, "-x", "40", "-y", "12", "--password", "correct horse battery")
+    assert good.returncode == 0, good.stderr
+    assert_frame(good.stdout, 40, 12)
+    bad = run_client(server.tcp, *SNAPSHOT, "-x", "40", "-y", "12", "--password", "wrong horse battery")
+    assert bad.returncode != 0
+    assert bad.stdout == ""
+    assert "password" in bad.stderr.lower(), bad.stderr
+    assert "Traceback" not in bad.stderr
+    missing = run_client(server.tcp, *SNAPSHOT)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+
+
+def test_short_password_is_a_usage_error(server_factory, run_client) -> None:
+    server = server_factory()
+    result = run_client(server.tcp, "--password", "short")
+    assert result.returncode == 2
+    assert "8-256" in result.stderr
+
+
+def _write_seed(path, key: nacl.signing.SigningKey) -> str:
+    path.write_text(bytes(key).hex() + "\n")  # a 32-byte seed as 64 hex characters
+    return str(path)
+
+
+def test_pinned_server_key(server_factory, tmp_path, run_client) -> None:
+    identity = nacl.signing.SigningKey.generate()
+    server = server_factory("--key", _write_seed(tmp_path / "server.key", identity))
+    right = bytes(identity.verify_key).hex()
+    good = run_client(server.tcp, *SNAPSHOT, "-x", "40", "-y", "12", "--server-key", right)
+    assert good.returncode == 0, good.stderr
+    assert_frame(good.stdout, 40, 12)
+    wrong = bytes(nacl.signing.SigningKey.generate().verify_key).hex()
+    bad = run_client(server.tcp, *SNAPSHOT, "--server-key", wrong)
+    assert bad.returncode != 0
+    assert bad.stdout == ""
+    assert "key" in bad.stderr.lower(), bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_client_identity_allow_list(server_factory, tmp_path, run_client) -> None:
+    allowed = nacl.signing.SigningKey.generate()
+    stranger = nacl.signing.SigningKey.generate()
+    keys = tmp_path / "clients.txt"
+    keys.write_text(bytes(allowed.verify_key).hex() + "\n")
+    server = server_factory("--client-keys", str(keys))
+    good = run_client(server.tcp, *SNAPSHOT, "-x", "40", "-y", "12", "--key", _write_seed(tmp_path / "a.key", allowed))
+    assert good.returncode == 0, good.stderr
+    bad = run_client(server.tcp, *SNAPSHOT, "--key", _write_seed(tmp_path / "s.key", stranger))
+    assert bad.returncode != 0
+    assert "rejected" in bad.stderr.lower() or "key" in bad.stderr.lower(), bad.stderr
+
+
+def test_encrypting_client_against_plaintext_server_fails_cleanly(server_factory, run_client) -> None:
+    server = server_factory("--no-encrypt")
+    result = run_client(server.tcp, *SNAPSHOT, "--timeout", "3")
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr and result.stderr.strip()
+
+
+def test_nobody_listening(run_client) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_client(f"127.0.0.1:{port}", "--snapshot")
+    assert result.returncode == 1
+    assert "cannot connect" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_address_is_usage_error(run_client) -> None:
+    result = run_client("127.0.0.1:notaport")
+    assert result.returncode == 2
+    assert "invalid port" in result.stderr
+
+
+def test_websocket_encrypted_snapshot(server_factory, run_client) -> None:
+    server = server_factory(websocket=True)
+    assert server.ws_port
+    result = run_client(server.ws, *SNAPSHOT, "-x", "40", "-y", "12", "--log-level", "debug")
+    assert result.returncode == 0, result.stderr
+    assert_frame(result.stdout, 40, 12)
+    assert "[CAPTURE]" in result.stderr and "via ws" in result.stderr
+
+
+def test_websocket_password(server_factory, run_client) -> None:
+    server = server_factory("--password", "correct horse battery", websocket=True)
+    good = run_client(server.ws, *SNAPSHOT, "-x", "40", "-y", "12", "--password", "correct horse battery")
+    assert good.returncode == 0, good.stderr
+    bad = run_client(server.ws, *SNAPSHOT, "--password", "wrong horse battery")
+    assert bad.returncode != 0 and bad.stdout == ""
