@@ -9,8 +9,12 @@ encode; a source nobody else listens to is discarded without decoding. Every que
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import av
 import numpy as np
@@ -80,6 +84,20 @@ def _frame_to_float(frame: av.AudioFrame) -> np.ndarray:
     return data.mean(axis=0, dtype=np.float32) if data.shape[0] > 1 else data[0].astype(np.float32)
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    """Serialise public calls so the room may mix on a worker thread while the loop pushes audio."""
+
+    @functools.wraps(method)
+    def wrapper(self: AudioMixer, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 class AudioMixer:
     """Mixes every source's audio for each listener, excluding the listener's own voice."""
 
@@ -104,9 +122,11 @@ class AudioMixer:
         self._rounds: deque[tuple[np.ndarray, dict[int, np.ndarray]]] = deque()
         self._round_base = 0  # absolute index of self._rounds[0]
         self._errors: dict[int, str] = {}
+        self._lock = threading.RLock()
 
     # -- input -----------------------------------------------------------------------------------------------
 
+    @_locked
     def push_opus(self, source_id: int, frames: list[bytes]) -> None:
         """Queue one AUDIO_OPUS_BATCH's frames; decoding waits until someone else is listening."""
         src = self._sources.setdefault(source_id, _Source())
@@ -117,32 +137,51 @@ class AudioMixer:
             src.packets.popleft()
             self.stats.frames_dropped += 1
 
-    def push_pcm(self, source_id: int, pcm: np.ndarray) -> None:
-        """Queue raw float samples (AUDIO_BATCH, 48 kHz mono, nominally within [-1, 1])."""
-        src = self._sources.setdefault(source_id, _Source())
-        self._append_samples(src, np.asarray(pcm, dtype=np.float32).reshape(-1))
+    def push_pcm(self, source_id: int, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE, channels: int = 1) -> None:
+        """Queue raw float samples (AUDIO_BATCH), nominally within [-1, 1].
 
+        Interleaved multi-channel input is averaged to mono; other rates are resampled to 48 kHz linearly
+        (AUDIO_BATCH is a fallback path, so simple interpolation is enough).
+        """
+        if channels < 1 or sample_rate < 1:
+            raise ValueError(f"bad audio format: {channels} channels at {sample_rate} Hz")
+        samples = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        if channels > 1:
+            samples = samples[: len(samples) - len(samples) % channels].reshape(-1, channels).mean(axis=1)
+        if sample_rate != SAMPLE_RATE and len(samples):
+            count = round(len(samples) * SAMPLE_RATE / sample_rate)
+            positions = np.arange(count) * (sample_rate / SAMPLE_RATE)
+            samples = np.interp(positions, np.arange(len(samples)), samples).astype(np.float32)
+        with self._lock:
+            src = self._sources.setdefault(source_id, _Source())
+            self._append_samples(src, samples)
+
+    @_locked
     def add_listener(self, listener_id: int) -> None:
         """Start a listener now (it hears audio queued from now on); mix_for() does this on first call."""
         if listener_id not in self._listeners:
             self._listeners[listener_id] = _Listener(self._round_base + len(self._rounds))
 
+    @_locked
     def remove(self, client_id: int) -> None:
         """Forget a client both as a source and as a listener."""
         self._sources.pop(client_id, None)
         self._listeners.pop(client_id, None)
         self._trim()
 
+    @_locked
     def pop_errors(self) -> dict[int, str]:
         """Decode failures since the last call, by source id (one-line reasons for ERROR_MESSAGE/logging)."""
         errors, self._errors = self._errors, {}
         return errors
 
+    @_locked
     def has_audio(self) -> bool:
         return any(s.packets or len(s.samples) for s in self._sources.values())
 
     # -- output ----------------------------------------------------------------------------------------------
 
+    @_locked
     def mix_pcm_for(self, listener_id: int) -> list[np.ndarray]:
         """The listener's pending mix as 960-sample float32 frames in [-1, 1] (no own voice)."""
         self.add_listener(listener_id)
@@ -167,6 +206,7 @@ class AudioMixer:
         self._trim()
         return out
 
+    @_locked
     def mix_for(self, listener_id: int) -> list[bytes]:
         """The listener's pending mix as Opus packets (one per 20 ms frame) for AUDIO_OPUS_BATCH."""
         frames = self.mix_pcm_for(listener_id)

@@ -9,6 +9,7 @@ still share nothing but the decoded source, which is the C server's cost too.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -134,6 +135,8 @@ class Compositor:
         self._tiles = _ByteLRU(tile_cache_bytes)
         self._scaled = _ByteLRU(scaled_cache_bytes)
         self.stats = CompositorStats()
+        # One coarse lock: the room may render on worker threads; the caches are plain OrderedDicts.
+        self._lock = threading.RLock()
 
     @staticmethod
     def tiles_for(n_sources: int) -> int:
@@ -158,6 +161,10 @@ class Compositor:
 
     def forget(self, source_id: int) -> None:
         """Drop cached work for a source that left (LRU would evict it eventually; this frees it now)."""
+        with self._lock:
+            self._forget(source_id)
+
+    def _forget(self, source_id: int) -> None:
         for cache in (self._frames, self._tiles, self._scaled):
             for key in [k for k in cache._items if _mentions(k, source_id)]:
                 _, size = cache._items.pop(key)
@@ -165,6 +172,10 @@ class Compositor:
 
     def render(self, sources: Sequence[VideoSource], spec: RenderSpec) -> bytes:
         """Frame text for `spec` showing the first 9 sources; b"" when there is no video."""
+        with self._lock:
+            return self._render(sources, spec)
+
+    def _render(self, sources: Sequence[VideoSource], spec: RenderSpec) -> bytes:
         sources = list(sources[:MAX_TILES])
         if not sources:
             return b""

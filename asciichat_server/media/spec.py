@@ -37,8 +37,14 @@ def palette_for(palette_type: int, custom: str | bytes = "") -> str:
     if palette_type == PALETTE_CUSTOM:
         if isinstance(custom, bytes):
             custom = custom.split(b"\0", 1)[0].decode("utf-8", "replace")
+        custom = sanitize_palette(custom)
         return custom if custom else DEFAULT_PALETTE
     return PALETTES.get(palette_type, DEFAULT_PALETTE)
+
+
+def sanitize_palette(palette: str) -> str:
+    """Drop control characters: a newline or ESC in a palette would break the frame's row structure."""
+    return "".join(ch for ch in palette if ch.isprintable())
 
 
 @dataclass(frozen=True)
@@ -81,10 +87,17 @@ class RenderSpec:
             palette = getattr(caps, "palette_chars", None)
         except (ValueError, UnicodeDecodeError):
             palette = None  # a malformed custom palette: fall back below rather than refuse the client
+        palette = sanitize_palette(palette) if palette else ""
         if not palette:
             palette = palette_for(int(getattr(caps, "palette_type", 1)), getattr(caps, "palette_custom", ""))
         color_level = int(getattr(caps, "color_level", 0))
         render_mode = int(getattr(caps, "render_mode", 0))
+        if not int(getattr(caps, "utf8_support", 1)):
+            # The client said its terminal cannot show UTF-8 (--utf8=false): keep the frame pure ASCII.
+            if not palette.isascii():
+                palette = DEFAULT_PALETTE
+            if render_mode == RENDER_HALF_BLOCK:
+                render_mode = RENDER_FOREGROUND
         return cls(
             cols=min(max(int(caps.width), 1), MAX_DIMENSION),
             rows=min(max(int(caps.height), 1), MAX_DIMENSION),

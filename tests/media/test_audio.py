@@ -186,3 +186,36 @@ def test_many_listeners_share_rounds(n_listeners: int) -> None:
     outs = [mixer.mix_pcm_for(i) for i in range(n_listeners)]
     assert all(len(o) == 4 for o in outs)
     assert mixer.stats.rounds == 1
+
+
+def test_pcm_stereo_and_other_rates_become_48k_mono() -> None:
+    mixer = AudioMixer(max_source_frames=60)  # room for the whole second pushed at once
+    mixer.add_listener(2)
+    t = np.arange(16000) / 16000  # one second at 16 kHz, stereo: left 500 Hz, right silent
+    left = 0.6 * np.sin(2 * np.pi * 500 * t)
+    stereo = np.stack([left, np.zeros_like(left)], axis=1).reshape(-1).astype(np.float32)
+    mixer.push_pcm(1, stereo, sample_rate=16000, channels=2)
+    out = np.concatenate(mixer.mix_pcm_for(2))
+    assert len(out) == 48000
+    spectrum = np.abs(np.fft.rfft(out))
+    assert abs(np.argmax(spectrum) * SAMPLE_RATE / len(out) - 500) < 2
+    assert 0.28 < np.abs(out).max() < 0.32  # averaged with the silent channel
+    with pytest.raises(ValueError):
+        mixer.push_pcm(1, stereo, channels=0)
+
+
+def test_40ms_opus_frames_are_split_into_20ms_frames() -> None:
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate, enc.layout, enc.format, enc.bit_rate = SAMPLE_RATE, "mono", "flt", 64000
+    enc.options = {"frame_duration": "40"}
+    pcm = sine(440, 20)
+    packets = []
+    for i in range(10):
+        frame = av.AudioFrame.from_ndarray(pcm[i * 1920 : (i + 1) * 1920].reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate, frame.pts = SAMPLE_RATE, i * 1920
+        packets.extend(bytes(p) for p in enc.encode(frame))
+    assert len(packets) == 10
+    mixer = AudioMixer()
+    mixer.add_listener(2)
+    mixer.push_opus(1, packets)
+    assert len(mixer.mix_pcm_for(2)) == 20

@@ -209,3 +209,46 @@ def test_quantisers_match_brute_force_nearest() -> None:
     for p, g16, g256 in zip(px, got16, got256):
         assert dist(p, xterm16[g16]) == min(dist(p, c) for c in xterm16)
         assert dist(p, palette256[int(g256)]) == min(dist(p, c) for c in palette256.values())
+
+
+def test_no_utf8_client_gets_ascii_only() -> None:
+    caps = SimpleNamespace(
+        width=4, height=2, color_level=3, render_mode=2, palette_type=2, palette_custom=b"", wants_padding=0,
+        utf8_support=0,
+    )  # fmt: skip
+    spec = RenderSpec.from_capabilities(caps)
+    assert spec.palette == "   ...',;:clodxkO0KXNWM" and spec.render_mode == 0
+    Compositor().render([VideoSource(1, 1, grey_image())], spec).decode("ascii")
+    caps.utf8_support = 1
+    spec = RenderSpec.from_capabilities(caps)
+    assert spec.palette == "   ░░▒▒▓▓██" and spec.render_mode == 2
+
+
+def test_custom_palette_control_characters_are_dropped() -> None:
+    caps = SimpleNamespace(
+        width=4, height=2, color_level=0, render_mode=0, palette_type=6, palette_custom=b" \n\x1b.:#\0junk",
+        wants_padding=0,
+    )  # fmt: skip
+    spec = RenderSpec.from_capabilities(caps)
+    assert spec.palette == " .:#"
+    # n=4: idx (i*3+31)//63 -> buckets 0,25,50,63 -> 0,1,2,3 / 12,37,45,57 -> 1,2,2,3
+    assert Compositor().render([VideoSource(1, 1, grey_image())], spec) == b" .:#\n.::#"
+    caps.palette_custom = b"\n\t\x1b\0"
+    assert RenderSpec.from_capabilities(caps).palette == "   ...',;:clodxkO0KXNWM"
+
+
+def test_concurrent_renders_agree() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(9)
+    pix = [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(4)]
+    specs = [RenderSpec(80, 24, color_level=c, render_mode=m) for c in range(4) for m in range(3)]
+    expected = {s: Compositor().render([VideoSource(i, 1, p) for i, p in enumerate(pix)], s) for s in specs}
+    shared = Compositor(frame_cache_bytes=300_000, tile_cache_bytes=300_000)
+
+    def job(k: int) -> bool:
+        spec = specs[k % len(specs)]
+        return shared.render([VideoSource(i, 1, p) for i, p in enumerate(pix)], spec) == expected[spec]
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(job, range(120)))
