@@ -421,7 +421,7 @@ class ServerConnection(_Connection):
         if not self.security.encrypt:
             raise ProtocolError("this server runs without encryption: send CLIENT_CAPABILITIES first")
         mode = version.supports_encryption
-        if mode == CryptoMode.NONE or mode & ~CryptoMode.FULL:
+        if mode == CryptoMode.NONE or mode & ~int(CryptoMode.FULL) & 0xFF:
             raise ProtocolError(f"PROTOCOL_VERSION announces unusable crypto mode 0x{mode:02x}")
         self._mode = CryptoMode(mode)
         # The c41/HEAD client aborts unless its own mode byte comes back unchanged.

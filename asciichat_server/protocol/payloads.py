@@ -582,7 +582,7 @@ class AsciiFrame:
                 len(self.text),
                 0,
                 crc32c(self.text),
-                self.flags & ~AsciiFrameFlag.IS_COMPRESSED,
+                self.flags & ~int(AsciiFrameFlag.IS_COMPRESSED),
             )
             + self.text
         )
@@ -624,7 +624,7 @@ class AsciiFrame:
                 raise ProtocolError(f"ASCII_FRAME original_size {original_size} but {len(text)} bytes follow")
         if crc32c(text) != checksum:
             raise ProtocolError(f"ASCII_FRAME checksum 0x{checksum:08x} does not match its text")
-        return cls(width, height, text, flags & ~AsciiFrameFlag.IS_COMPRESSED)
+        return cls(width, height, text, flags & ~int(AsciiFrameFlag.IS_COMPRESSED))
 
 
 @dataclass(frozen=True)
@@ -826,7 +826,7 @@ class StreamFlags:
     def decode(cls, data: bytes) -> Self:
         _require_len("STREAM_START/STOP", data, 4)
         (value,) = struct.unpack(">I", data)
-        if value == 0 or value & ~(StreamType.VIDEO | StreamType.AUDIO):
+        if value == 0 or value & ~int(StreamType.VIDEO | StreamType.AUDIO):
             raise ProtocolError(f"stream type 0x{value:08x} is not a non-empty VIDEO|AUDIO set")
         return cls(StreamType(value))
 

@@ -138,6 +138,15 @@ def test_no_encrypt_server_refuses_protocol_version() -> None:
     assert server.state is ConnectionState.ERROR
 
 
+@pytest.mark.parametrize("mode", [0x00, 0x04, 0x81])
+def test_unusable_crypto_modes_refused(mode: int) -> None:
+    server = ServerConnection(ServerSecurity(), "tcp")
+    with pytest.raises(ProtocolError, match="crypto mode"):
+        server.receive_data(
+            encode_packet(PacketType.PROTOCOL_VERSION, ProtocolVersion(supports_encryption=mode).encode())
+        )
+
+
 def test_crypto_no_encryption_gets_auth_failed_zero() -> None:
     server = ServerConnection(ServerSecurity(), "tcp")
     server.receive_data(encode_packet(PacketType.PROTOCOL_VERSION, ProtocolVersion().encode()))
