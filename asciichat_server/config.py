@@ -103,6 +103,8 @@ class ServerConfig:
                 raise ConfigError(f"password too long (maximum {PASSWORD_MAX_BYTES} bytes)")
         if not self.encrypt and (self.password or self.key_file or self.client_keys_file):
             raise ConfigError("--no-encrypt cannot be combined with --password, --key or --client-keys")
+        if self.ws_plaintext and (self.password or self.client_keys_file):
+            raise ConfigError("--ws-plaintext would let WebSocket clients skip --password / --client-keys")
         if self.signature_auth_variant not in ("c41", "head"):
             raise ConfigError(f"key variant must be c41 or head, got {self.signature_auth_variant!r}")
         if self.handshake_timeout_s <= 0 or self.idle_timeout_s <= 0:

@@ -51,8 +51,6 @@ _log = logging.getLogger(__name__)
 SERVER_FULL_LINE = b"SERVER_FULL: Maximum client limit reached\n"
 # The C server draws at most 9 videos (create_multi_source_composite).
 MAX_VIDEO_SOURCES = 9
-# A sender that stopped sending frames for this long leaves the other receivers' grids.
-VIDEO_STALE_S = 5.0
 # How long a final flush (ERROR_MESSAGE, AUTH_FAILED, SERVER_FULL) may take before we just close.
 FINAL_FLUSH_S = 1.0
 # The very first bytes must come soon: the TCP client speaks first and at once (ACIP 3.1).
@@ -154,6 +152,9 @@ class Room:
         self.metrics.slots_max = config.max_clients
         self.compositor = compositor or Compositor()
         self.mixer = mixer if mixer is not None else AudioMixer()
+        # --ws-plaintext: WS clients that cannot handshake (the c41 native WS client) never get a key
+        # exchange offered; config validation forbids it together with a password or allow-list.
+        self._ws_security = ServerSecurity(encrypt=False) if config.ws_plaintext else security
         self.clients: dict[int, ClientSession] = {}
         self._free_slots = list(range(config.max_clients))
         self._ids = itertools.count(1)
@@ -260,7 +261,10 @@ class Room:
 
         slot = self._free_slots.pop(0)
         loop = asyncio.get_running_loop()
-        conn = ServerConnection(self.security, "ws" if link.kind == "ws" else "tcp")
+        if link.kind == "ws":
+            conn = ServerConnection(self._ws_security, "ws")
+        else:
+            conn = ServerConnection(self.security, "tcp")
         client = ClientSession(next(self._ids), slot, link, conn, loop.time())
         with contextlib.suppress(Exception):
             link.client_id = client.id  # type: ignore[attr-defined]  # shown in the transport's own logs
@@ -624,20 +628,12 @@ class Room:
         self._video_pulse.set()
         self._video_pulse.clear()
 
-    def _video_sources(self, now: float) -> list[VideoSource]:
-        sources: list[VideoSource] = []
-        for client in sorted(self.clients.values(), key=lambda c: c.slot):
-            if client.video is None or client.removed:
-                continue
-            if now - client.video_at > VIDEO_STALE_S:
-                client.video = None
-                self._video_version += 1
-                self._broadcast_state()
-                continue
-            sources.append(client.video)
-            if len(sources) == MAX_VIDEO_SOURCES:
-                break
-        return sources
+    def _video_sources(self) -> list[VideoSource]:
+        """Newest frame of every sender, in slot order, at most 9 (like c41, kept until it stops or leaves)."""
+        senders = sorted(
+            (c for c in self.clients.values() if c.video is not None and not c.removed), key=lambda c: c.slot
+        )
+        return [c.video for c in senders[:MAX_VIDEO_SOURCES] if c.video is not None]
 
     def _frame_for(self, client: ClientSession, sources: list[VideoSource]) -> bytes | None:
         """ASCII_FRAME payload for one receiver, or None when it cannot be sent."""
@@ -661,7 +657,7 @@ class Room:
         frame_tick = 1 / max(1, self.config.max_fps)
         while True:
             now = loop.time()
-            sources = self._video_sources(now) if any(c.video for c in self.clients.values()) else []
+            sources = self._video_sources()
             pending = False
             if sources:
                 key_base = tuple((s.source_id, s.seq) for s in sources)
@@ -686,16 +682,21 @@ class Room:
                     client.next_frame_at = now + client.frame_interval
                     client.last_activity = now
                     client.wakeup.set()
+            next_keepalive = now + keepalive
             for client in list(self.clients.values()):
                 # Only joined clients: before their first encrypted packet the key variant may be
                 # undecided, so nothing encrypted can go out yet (ACIP 3.4).
-                if client.joined and client.open and now - client.last_activity >= keepalive:
+                if not (client.joined and client.open):
+                    continue
+                if now - client.last_activity >= keepalive:
                     self._queue(client, PacketType.SERVER_STATE, self._server_state())
+                next_keepalive = min(next_keepalive, client.last_activity + keepalive)
             if pending:
                 await asyncio.sleep(frame_tick)
             else:
+                wait = max(0.005, min(next_keepalive - loop.time(), 0.1))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._video_pulse.wait(), min(0.1, keepalive / 2))
+                    await asyncio.wait_for(self._video_pulse.wait(), wait)
 
     async def _audio_loop(self) -> None:
         """Every audio interval, give each joined listener its mix (everyone else's voice)."""

@@ -1,0 +1,122 @@
+"""Per-receiver frame rate, and a receiver that stops reading: newest frame only, others unaffected."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import numpy as np
+
+from asciichat_server.protocol.constants import PacketType, StreamType
+from asciichat_server.protocol.payloads import AsciiFrame, ClientCapabilities, ImageFrame
+
+
+def _noise_frame(rng: np.random.Generator, width: int = 160, height: int = 90) -> bytes:
+    pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8).tobytes()
+    return ImageFrame(width=width, height=height, pixel_format=1, pixels=pixels).encode()
+
+
+def _uniform_frame(value: int, width: int = 160, height: int = 90) -> bytes:
+    return ImageFrame(width=width, height=height, pixel_format=1, pixels=bytes([value]) * (width * height * 3)).encode()
+
+
+async def _count_frames(client, seconds: float) -> int:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    count = 0
+    while loop.time() < end:
+        try:
+            pkt = await client.packet(timeout=max(0.01, end - loop.time()))
+        except TimeoutError:
+            break
+        count += pkt.type == PacketType.ASCII_FRAME
+    return count
+
+
+async def test_frames_follow_each_receivers_desired_fps(start_server, helpers):
+    server = await start_server()
+    sender = await helpers.AcipClient.connect(server.tcp_port)
+    slow = await helpers.AcipClient.connect(server.tcp_port, caps=helpers.caps_payload(fps=5))
+    fast = await helpers.AcipClient.connect(server.tcp_port, caps=helpers.caps_payload(fps=60))
+    await helpers.wait_until(lambda: server.room.joined_count == 3)
+
+    async def stream():
+        for i in range(45):
+            await sender.send(PacketType.IMAGE_FRAME, helpers.image_payload(shade=(i * 5) % 256))
+            await asyncio.sleep(1 / 30)
+
+    streaming = asyncio.create_task(stream())
+    slow_count, fast_count = await asyncio.gather(_count_frames(slow, 1.4), _count_frames(fast, 1.4))
+    await streaming
+    assert 3 <= slow_count <= 9, slow_count  # 5 fps for ~1.4 s
+    assert fast_count >= 25, fast_count  # every distinct frame (30 fps) gets through
+    for c in (sender, slow, fast):
+        await c.close()
+
+
+async def test_stalled_receiver_gets_newest_frame_and_others_continue(start_server, helpers):
+    server = await start_server(encrypt=False)
+    rng = np.random.default_rng(1)
+    plain = helpers.ClientSecurity(encrypt=False)
+    big_caps = ClientCapabilities(width=300, height=100, color_level=3, palette_type=1, desired_fps=60).encode()
+    sender = await helpers.AcipClient.connect(server.tcp_port, security=plain)
+    stalled = await helpers.AcipClient.connect(server.tcp_port, security=plain, caps=big_caps)
+    healthy = await helpers.AcipClient.connect(server.tcp_port, security=plain)
+    await helpers.wait_until(lambda: server.room.joined_count == 3)
+    session = next(c for c in server.room.clients.values() if c.spec is not None and c.spec.cols == 300)
+
+    stalled.raw.writer.transport.pause_reading()
+    healthy_frames = 0
+    for _ in range(40):
+        await sender.send(PacketType.IMAGE_FRAME, _noise_frame(rng))
+        await asyncio.sleep(1 / 40)
+        while True:
+            try:
+                pkt = await healthy.packet(timeout=0.001)
+            except TimeoutError:
+                break
+            healthy_frames += pkt.type == PacketType.ASCII_FRAME
+        # The stalled receiver never accumulates: one pending video frame, a short control lane.
+        assert len(session.control) < 16
+    await sender.send(PacketType.IMAGE_FRAME, _uniform_frame(7))
+    await helpers.wait_until(lambda: server.metrics.dropped_frames > 0, timeout=3)
+    assert healthy_frames >= 10, healthy_frames
+    assert session.removed is False
+
+    stalled.raw.writer.transport.resume_reading()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    newest = None
+    stale_frames = 0
+    while loop.time() < deadline:
+        pkt = await stalled.wait_for(PacketType.ASCII_FRAME, timeout=deadline - loop.time())
+        frame = AsciiFrame.decode(pkt.payload)
+        if b"38;2;7;7;7m" in frame.text:
+            newest = frame
+            break
+        stale_frames += 1
+    assert newest is not None
+    # Only what already sat in the kernel's socket buffers (a few 500 KB frames) came before it,
+    # not the 40 frames the sender produced while this receiver was stalled.
+    assert stale_frames < 20, stale_frames
+    # The uniform frame itself, not a noise frame that queued up behind it.
+    assert set(re.findall(rb"38;2;(\d+);(\d+);(\d+)m", newest.text)) == {(b"7", b"7", b"7")}
+    for c in (sender, stalled, healthy):
+        await c.close()
+
+
+async def test_stream_stop_removes_tile(start_server, helpers):
+    server = await start_server()
+    a = await helpers.AcipClient.connect(server.tcp_port)
+    b = await helpers.AcipClient.connect(server.tcp_port)
+    await a.send(PacketType.IMAGE_FRAME, helpers.image_payload())
+    await b.send(PacketType.IMAGE_FRAME, helpers.image_payload(shade=10))
+    await helpers.wait_until(lambda: server.room.video_count == 2)
+    await b.send(PacketType.STREAM_STOP, helpers.stream_payload(StreamType.VIDEO))
+    await helpers.wait_until(lambda: server.room.video_count == 1)
+    await a.send(PacketType.IMAGE_FRAME, helpers.image_payload(shade=99))
+    # a's grid shrinks from 2 tiles to 1: CLEAR_CONSOLE then a frame.
+    await a.wait_for(PacketType.CLEAR_CONSOLE)
+    await a.wait_for(PacketType.ASCII_FRAME)
+    await a.close()
+    await b.close()
