@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import pytest
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -28,7 +29,10 @@ from asciichat_server.config import ServerConfig
 from asciichat_server.log import reset_rate_limits
 from asciichat_server.metrics import Metrics
 from asciichat_server.net import bind_listeners
-from asciichat_server.protocol.constants import HEADER_SIZE
+from asciichat_server.protocol.connection import ClientConnection, ClientSecurity, ConnectionState
+from asciichat_server.protocol.constants import HEADER_SIZE, PacketType, StreamType
+from asciichat_server.protocol.events import AuthRejected, HandshakeComplete, PacketReceived
+from asciichat_server.protocol.payloads import ClientCapabilities, StreamFlags
 from asciichat_server.transport.ws import WsListener, start_ws
 
 
@@ -187,6 +191,126 @@ class RawWsClient:
             pass
 
 
+class AcipClient:
+    """An ACIP client on the protocol's own sans-I/O ClientConnection; subclasses move the bytes."""
+
+    kind = ""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.packets: list[Any] = []  # application packets received (decrypted)
+        self.handshake_done = False
+        self.rejected = False
+
+    async def _recv(self) -> bytes | None:
+        raise NotImplementedError
+
+    async def _send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def flush(self) -> None:
+        for data in self.conn.data_to_send():
+            await self._send(data)
+
+    def _feed(self, data: bytes) -> None:
+        events = self.conn.receive_data(data) if self.kind == "tcp" else self.conn.receive_message(data)
+        for event in events:
+            if isinstance(event, HandshakeComplete):
+                self.handshake_done = True
+            elif isinstance(event, PacketReceived):
+                self.packets.append(event.packet)
+            elif isinstance(event, AuthRejected):
+                self.rejected = True
+
+    async def pump_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self.flush()
+        while not predicate():
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(f"{self.kind} client: condition not reached; got {self.types()}")
+            data = await asyncio.wait_for(self._recv(), left)
+            if data is None:
+                raise ConnectionError(f"{self.kind} client: server closed; got {self.types()}")
+            self._feed(data)
+            await self.flush()
+
+    def types(self) -> list[int]:
+        return [p.type for p in self.packets]
+
+    def of_type(self, ptype: int) -> list[Any]:
+        return [p for p in self.packets if p.type == ptype]
+
+    async def join(self, video: bool = True) -> None:
+        """Handshake, CLIENT_CAPABILITIES, STREAM_START (video)."""
+        # A plaintext session is OPEN at start() already; an encrypted one after HANDSHAKE_COMPLETE.
+        await self.pump_until(lambda: self.handshake_done or self.conn.state is ConnectionState.OPEN)
+        self.conn.send(PacketType.CLIENT_CAPABILITIES, ClientCapabilities(width=40, height=12).encode())
+        if video:
+            self.conn.send(PacketType.STREAM_START, StreamFlags(StreamType.VIDEO).encode())
+        await self.flush()
+
+    async def send(self, ptype: int, payload: bytes) -> None:
+        self.conn.send(ptype, payload)
+        await self.flush()
+
+
+class AcipWsClient(AcipClient):
+    kind = "ws"
+
+    def __init__(self, conn: Any, ws: aiohttp.ClientWebSocketResponse) -> None:
+        super().__init__(conn)
+        self.ws = ws
+
+    @classmethod
+    async def connect(cls, session: aiohttp.ClientSession, port: int, encrypt: bool = True) -> AcipWsClient:
+        conn = ClientConnection(ClientSecurity(encrypt=encrypt), "ws")
+        conn.start()
+        ws = await session.ws_connect(f"http://127.0.0.1:{port}/", protocols=("acip",), max_msg_size=0)
+        return cls(conn, ws)
+
+    async def _recv(self) -> bytes | None:
+        msg = await self.ws.receive()
+        return msg.data if msg.type is aiohttp.WSMsgType.BINARY else None
+
+    async def _send(self, data: bytes) -> None:
+        await self.ws.send_bytes(data)
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class AcipTcpClient(AcipClient):
+    kind = "tcp"
+
+    def __init__(self, conn: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super().__init__(conn)
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int, encrypt: bool = True) -> AcipTcpClient:
+        conn = ClientConnection(ClientSecurity(encrypt=encrypt), "tcp")
+        conn.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(conn, reader, writer)
+
+    async def _recv(self) -> bytes | None:
+        return await self.reader.read(1 << 20) or None
+
+    async def _send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except ConnectionError:
+            pass
+
+
 class WsServer:
     """start_ws on a fresh loopback port with an EchoRoom (or any room) behind it."""
 
@@ -214,12 +338,33 @@ def _fresh_rate_limits() -> None:
     reset_rate_limits()
 
 
+class LoopWatch:
+    """Collects what the event loop's exception handler sees, and error records in the log."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self.caplog = caplog
+        self.errors: list[dict[str, Any]] = []
+        self.loop = asyncio.get_running_loop()
+        self.loop.set_exception_handler(lambda _loop, context: self.errors.append(context))
+
+    async def check(self) -> None:
+        # Collect now so an unretrieved task exception is reported while the handler is ours.
+        gc.collect()
+        await asyncio.sleep(0)
+        self.loop.set_exception_handler(None)
+        assert not self.errors, f"event loop reported errors: {self.errors!r}"
+        bad = [
+            r
+            for r in self.caplog.records
+            if r.levelno >= logging.ERROR or "never retrieved" in r.getMessage() or "Traceback" in r.getMessage()
+        ]
+        assert not bad, "error records logged: " + "; ".join(r.getMessage() for r in bad)
+
+
 @pytest.fixture
 async def ws_factory(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Callable[..., Any]]:
     caplog.set_level(logging.DEBUG)
-    loop = asyncio.get_running_loop()
-    loop_errors: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
+    watch = LoopWatch(caplog)
     servers: list[WsServer] = []
 
     async def make(
@@ -231,20 +376,40 @@ async def ws_factory(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Callable
         server = SimpleNamespace(room=room, metrics=metrics, config=ServerConfig(**config))
         listener = await start_ws(server, sockets)
         ws_server = WsServer(listener, room, metrics, sockets[0].getsockname()[1])
-        ws_server.loop_errors = loop_errors  # type: ignore[attr-defined]
         servers.append(ws_server)
         return ws_server
 
     yield make
     for server in servers:
         await server.listener.close()
-    # Collect now so an unretrieved task exception is reported while the handler is ours.
-    gc.collect()
-    await asyncio.sleep(0)
-    loop.set_exception_handler(None)
-    assert not loop_errors, f"event loop reported errors: {loop_errors!r}"
-    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or "never retrieved" in r.getMessage()]
-    assert not bad, "error records logged: " + "; ".join(r.getMessage() for r in bad)
+    await watch.check()
+
+
+@pytest.fixture
+async def acip_server(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Callable[..., Any]]:
+    """The real AsciiChatServer (room + ACIP sessions) on fresh loopback ports."""
+    from asciichat_server.server import AsciiChatServer
+
+    caplog.set_level(logging.DEBUG)
+    watch = LoopWatch(caplog)
+    servers: list[Any] = []
+
+    async def make(**config: Any) -> Any:
+        settings = {"addresses": ["127.0.0.1"], "port": 0, "websocket_port": 0, **config}
+        server = AsciiChatServer(ServerConfig(**settings))
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        await server.stop()
+    await watch.check()
+
+
+@pytest.fixture
+def acip() -> SimpleNamespace:
+    return SimpleNamespace(ws=AcipWsClient, tcp=AcipTcpClient)
 
 
 @pytest.fixture
