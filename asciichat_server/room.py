@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from asciichat_server.config import ServerConfig
 from asciichat_server.link import Link
 from asciichat_server.log import log_every
@@ -32,6 +34,7 @@ from asciichat_server.protocol.errors import ProtocolError
 from asciichat_server.protocol.events import AuthRejected, HandshakeComplete, PacketReceived
 from asciichat_server.protocol.payloads import (
     AsciiFrame,
+    AudioBatch,
     AudioOpusBatch,
     ClientCapabilities,
     ClientJoin,
@@ -62,6 +65,8 @@ AUDIO_IDLE_S = 1.0
 # Opus batches we send: 48 kHz, 20 ms frames (ACIP 5.4.1).
 OPUS_SAMPLE_RATE = 48000
 OPUS_FRAME_MS = 20
+# The C client batches at most 8 frames per packet (MAX_BATCH_FRAMES); we send no more either.
+OPUS_FRAMES_PER_BATCH = 8
 
 
 class _Stop(Exception):
@@ -474,6 +479,8 @@ class Room:
                 self._broadcast_state()
         elif ptype == PacketType.AUDIO_OPUS_BATCH:
             self._on_audio(client, payload)
+        elif ptype == PacketType.AUDIO_BATCH:
+            self._on_pcm_audio(client, payload)
         elif ptype == PacketType.CLIENT_LEAVE:
             client.left = True
             raise _Stop("client leave")
@@ -548,6 +555,25 @@ class Room:
         self._video_changed()
         if first:
             self._broadcast_state()
+
+    def _on_pcm_audio(self, client: ClientSession, payload: bytes) -> None:
+        if not client.streams & StreamType.AUDIO:
+            raise ProtocolError("AUDIO_BATCH before STREAM_START(AUDIO)")
+        batch = AudioBatch.decode(payload)
+        if batch.sample_rate != OPUS_SAMPLE_RATE or batch.channels != 1:
+            # The mixer runs at 48 kHz mono; nobody sends anything else (AUDIO_BATCH itself is legacy).
+            log_every(
+                _log,
+                logging.INFO,
+                10.0,
+                "client %d: AUDIO_BATCH %d Hz x%d ignored",
+                client.id,
+                batch.sample_rate,
+                batch.channels,
+            )
+            return
+        self.mixer.push_pcm(client.id, np.asarray(batch.to_floats(), dtype=np.float32))
+        self._last_audio_in = asyncio.get_running_loop().time()
 
     def _on_audio(self, client: ClientSession, payload: bytes) -> None:
         if not client.streams & StreamType.AUDIO:
@@ -712,8 +738,13 @@ class Room:
                 frames = self.mixer.mix_for(client.id)
                 if not frames or client.removed:
                     continue
-                batch = AudioOpusBatch(sample_rate=OPUS_SAMPLE_RATE, frame_duration_ms=OPUS_FRAME_MS, frames=frames)
-                client.audio.append(batch.encode())
+                for start in range(0, len(frames), OPUS_FRAMES_PER_BATCH):
+                    batch = AudioOpusBatch(
+                        sample_rate=OPUS_SAMPLE_RATE,
+                        frame_duration_ms=OPUS_FRAME_MS,
+                        frames=frames[start : start + OPUS_FRAMES_PER_BATCH],
+                    )
+                    client.audio.append(batch.encode())
                 client.last_activity = loop.time()
                 client.wakeup.set()
             for source_id, reason in self.mixer.pop_errors().items():
