@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from asciichat_diag.ports.gather import build_entries, collect_sockets, ephemeral_range
+from asciichat_diag.ports.gather import _record, build_entries, collect_sockets, ephemeral_range
 from asciichat_diag.ports.model import (
     PROBLEM,
     WARNING,
@@ -339,7 +339,7 @@ def _make_time_wait(host: str, port: int, reuse: bool) -> None:
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         raw, _ = collect_sockets(port)
-        states = {getattr(r, "state", None) for r in raw if getattr(r, "local_port", None) == port}
+        states = {_record(r).state for r in raw if _record(r).local_port == port}
         if "TIME_WAIT" in states:
             return
         time.sleep(0.01)

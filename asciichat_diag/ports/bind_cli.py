@@ -10,7 +10,6 @@ from asciichat_diag._common import (
     EXIT_USAGE,
     DiagError,
     color_option,
-    dump_json,
     handle_errors,
     json_option,
     make_console,
@@ -100,7 +99,11 @@ def bind(
         report = run_bind(port, chosen, retries, backoff_s)
         code = EXIT_OK if report.ok else EXIT_PROBLEM
     if as_json:
-        dump_json(report)
+        import sys
+
+        from asciichat_diag.ports.jsonout import write_json
+
+        write_json(report, sys.stdout)
     else:
         from asciichat_diag.ports.render import bind_renderable
 

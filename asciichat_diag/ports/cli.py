@@ -12,7 +12,6 @@ from asciichat_diag._common import (
     EXIT_USAGE,
     DiagError,
     color_option,
-    dump_json,
     handle_errors,
     json_option,
     make_console,
@@ -137,8 +136,12 @@ def ports(
         return EXIT_OK if reports and all(r.ok for r in reports) else EXIT_PROBLEM
 
     if as_json:
+        import sys
+
+        from asciichat_diag.ports.jsonout import write_json
+
         reports = gather()
-        dump_json(reports if len(reports) != 1 or all_ports else reports[0])
+        write_json(reports if len(reports) != 1 or all_ports else reports[0], sys.stdout)
         raise SystemExit(status(reports))
 
     from asciichat_diag.ports.render import ports_renderable

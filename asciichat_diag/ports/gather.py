@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from asciichat_diag.ports.model import (
     INFO,
@@ -31,6 +32,7 @@ from asciichat_diag.ports.procmap import (
     matches_expected,
     scan_socket_inodes,
 )
+from asciichat_diag.ports.sockdiag import DiagSocket
 
 DEFAULT_EXPECT = ("asciichat-server", "ascii-chat")
 # TCP_TIMEWAIT_LEN is compiled into Linux; macOS uses 2*MSL = 30 s.
@@ -45,10 +47,6 @@ def ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tup
         return int(low), int(high)
     except (OSError, ValueError):
         return None
-
-
-def _family_name(family: int) -> str:
-    return "IPv6" if family == socket.AF_INET6 else "IPv4"
 
 
 def _username(uid: int | None, cache: dict[int, str | None]) -> str | None:
@@ -80,11 +78,17 @@ def collect_sockets(port: int | None, listening_only: bool = False, backend: str
     return _collect_psutil(port, listening_only), "psutil"
 
 
-def _collect_psutil(port: int | None, listening_only: bool) -> list:
+class PsutilSocket(NamedTuple):
+    """A psutil connection in DiagSocket form, with the pid and fd psutil attributes it to."""
+
+    rec: DiagSocket
+    pid: int | None
+    fd: int
+
+
+def _collect_psutil(port: int | None, listening_only: bool) -> list[PsutilSocket]:
     """Fallback source: psutil.net_connections (no v6only, no timers, pid instead of inode)."""
     import psutil
-
-    from asciichat_diag.ports.sockdiag import DiagSocket
 
     out = []
     for conn in psutil.net_connections(kind="tcp"):
@@ -95,76 +99,72 @@ def _collect_psutil(port: int | None, listening_only: bool) -> list:
         state = "LISTEN" if conn.status == psutil.CONN_LISTEN else conn.status
         if listening_only and state != "LISTEN":
             continue
-        rec = DiagSocket(
-            family=conn.family,
-            state=state,
-            local_ip=laddr[0],
-            local_port=laddr[1],
-            remote_ip=raddr[0],
-            remote_port=raddr[1],
-            timer=None,
-            expires_ms=None,
-            uid=-1,
-            inode=0,
-            v6only=None,
-        )
-        # psutil gives the pid directly; carry it alongside (the record itself is frozen)
-        out.append((rec, conn.pid, conn.fd))
+        rec = DiagSocket(conn.family, state, laddr[0], laddr[1], raddr[0], raddr[1], None, None, -1, 0, None)
+        out.append(PsutilSocket(rec, conn.pid, conn.fd))
     return out
+
+
+def _record(r) -> DiagSocket:
+    return r.rec if isinstance(r, PsutilSocket) else r
 
 
 def build_entries(
     raw: list, source: str, port: int | None, scan: InodeScan | None = None
 ) -> tuple[list[SocketEntry], InodeScan | None]:
-    """Turn raw records into SocketEntry objects with their owning processes attached."""
-    users: dict[int, str | None] = {}
-    entries: list[SocketEntry] = []
-    details: dict[int, ProcessInfo] = {}
+    """Turn raw records into SocketEntry objects with their owning processes attached.
 
-    def proc(pid: int, fds: list[int]) -> ProcessInfo:
-        if pid not in details:
-            details[pid] = describe_process(pid)
-        base = details[pid]
-        return ProcessInfo(base.pid, base.name, base.exe, base.cmdline, base.username, base.ppid, base.parent_name, fds)
+    Process details are looked up once per process and shared by all of its sockets: a server
+    with 10,000 connections is one psutil lookup, not 10,000.
+    """
+    users: dict[int, str | None] = {}
+    details: dict[int, ProcessInfo] = {}
+    entries: list[SocketEntry] = []
+    append = entries.append
+
+    def proc(pid: int) -> ProcessInfo:
+        info = details.get(pid)
+        if info is None:
+            info = details[pid] = describe_process(pid)
+        return info
 
     if source == "sock_diag":
         wanted = {r.inode for r in raw if r.inode}
         if scan is None and wanted:
             scan = scan_socket_inodes(wanted)
+        found = scan.holders if scan else {}
         for r in raw:
-            holders: dict[int, list[int]] = {}
-            for pid, fd in scan.holders.get(r.inode, []) if scan and r.inode else []:
-                holders.setdefault(pid, []).append(fd)
-            processes = [proc(pid, sorted(fds)) for pid, fds in sorted(holders.items())]
-            entries.append(_entry(r, port, r.uid, _username(r.uid, users), r.inode, processes))
+            holders = sorted(found.get(r.inode, ())) if r.inode else []
+            pids = sorted({pid for pid, _fd in holders})
+            append(_entry(r, port, r.uid, _username(r.uid, users), r.inode, [proc(pid) for pid in pids], holders))
     else:
-        for r, pid, fd in raw:
-            processes = [proc(pid, [fd] if fd and fd > 0 else [])] if pid else []
-            uid = None
-            entries.append(_entry(r, port, uid, processes[0].username if processes else None, None, processes))
+        for item in raw:
+            r, pid, fd = item
+            processes = [proc(pid)] if pid else []
+            holders = [(pid, fd)] if pid and fd and fd > 0 else []
+            user = processes[0].username if processes else None
+            append(_entry(r, port, None, user, None, processes, holders))
     return entries, scan
 
 
-def _entry(r, port: int | None, uid, user, inode, processes: list[ProcessInfo]) -> SocketEntry:
+def _entry(r: DiagSocket, port: int | None, uid, user, inode, processes: list[ProcessInfo], holders) -> SocketEntry:
     side = "local" if port is None or r.local_port == port else "remote"
-    time_left = None
-    if r.timer == "timewait" and r.expires_ms is not None:
-        time_left = r.expires_ms / 1000.0
+    time_left = r.expires_ms / 1000.0 if r.timer == "timewait" and r.expires_ms is not None else None
     return SocketEntry(
-        family=_family_name(r.family),
-        state=r.state,
-        local_ip=r.local_ip,
-        local_port=r.local_port,
-        remote_ip=r.remote_ip,
-        remote_port=r.remote_port,
-        side=side,
-        v6only=r.v6only,
-        timer=r.timer,
-        time_left_s=time_left,
-        uid=uid if uid is None or uid >= 0 else None,
-        user=user,
-        inode=inode or None,
-        processes=processes,
+        "IPv6" if r.family == socket.AF_INET6 else "IPv4",
+        r.state,
+        r.local_ip,
+        r.local_port,
+        r.remote_ip,
+        r.remote_port,
+        side,
+        r.v6only,
+        r.timer,
+        time_left,
+        uid if uid is None or uid >= 0 else None,
+        user,
+        inode or None,
+        processes,
+        holders,
     )
 
 
@@ -503,7 +503,7 @@ def gather_all(
 ) -> list[PortReport]:
     """One report per TCP port that has a listener (owner checks off unless `expect` is given)."""
     raw, source = collect_sockets(None, listening_only=True, backend=backend)
-    ports = sorted({(r[0] if isinstance(r, tuple) else r).local_port for r in raw})
+    ports = sorted({_record(r).local_port for r in raw})
     if not ports:
         return []
     # one /proc walk for all ports: fetch every socket once, then split by port

@@ -20,7 +20,7 @@ class Finding:
     message: str
 
 
-@dataclass
+@dataclass(slots=True)
 class SocketEntry:
     """A TCP socket whose local or remote port is the port asked about."""
 
@@ -37,7 +37,8 @@ class SocketEntry:
     uid: int | None
     user: str | None
     inode: int | None
-    processes: list[ProcessInfo] = field(default_factory=list)
+    processes: list[ProcessInfo] = field(default_factory=list)  # shared objects, one per process
+    holders: list[tuple[int, int]] = field(default_factory=list)  # (pid, fd) through which each holds it
 
     @property
     def local(self) -> str:

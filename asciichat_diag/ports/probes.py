@@ -6,8 +6,9 @@ protocol core, so the probe speaks exactly what the server parses.
 
 from __future__ import annotations
 
-import asyncio
 import errno
+import os
+import socket
 import time
 
 from asciichat_diag.ports.model import AcipProbe, ConnectProbe, WsProbe, format_endpoint
@@ -23,7 +24,7 @@ def _ms(start: float) -> float:
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+    if isinstance(exc, TimeoutError):
         return "timeout", "no answer before the timeout"
     if isinstance(exc, ConnectionRefusedError):
         return "refused", "connection refused"
@@ -33,7 +34,9 @@ def _classify(exc: BaseException) -> tuple[str, str]:
 
 
 async def connect_probe(address: str, family: str, port: int, timeout_s: float) -> ConnectProbe:
-    """One TCP connect; closes at once without sending anything."""
+    """One TCP connect from a running event loop; closes at once without sending anything."""
+    import asyncio
+
     start = time.perf_counter()
     try:
         _reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout_s)
@@ -62,6 +65,8 @@ async def acip_probe(address: str, port: int, timeout_s: float) -> AcipProbe:
     CRYPTO_PARAMETERS, which tells whether it signs its keys and wants client keys. Stops before
     the key exchange: nothing is joined, no slot stays taken.
     """
+    import asyncio
+
     from asciichat_server.protocol.constants import MAGIC, PacketType
     from asciichat_server.protocol.errors import ProtocolError
     from asciichat_server.protocol.packets import PacketDecoder, encode_packet
@@ -286,27 +291,94 @@ async def ws_probe(address: str, port: int, timeout_s: float, path: str = "/") -
     return result
 
 
-async def _all(port: int, timeout_s: float, acip: bool, ws: bool, ws_path: str):
-    connects = await asyncio.gather(*(connect_probe(a, f, port, timeout_s) for a, f in LOOPBACKS))
-    # talk ACIP / WebSocket over whichever loopback family accepted (IPv4 first, like the C client)
-    reachable = [p.address for p in connects if p.status == "ok"]
-    target = reachable[0] if reachable else "127.0.0.1"
+def connect_probes(port: int, timeout_s: float) -> list[ConnectProbe]:
+    """Connect to 127.0.0.1 and ::1 at the same time (non-blocking sockets, one selector).
+
+    No event loop: `diag ports` without --acip/--ws should not pay for importing asyncio.
+    """
+    import selectors
+
+    results: dict[str, ConnectProbe] = {}
+    sel = selectors.DefaultSelector()
+    try:
+        for address, family in LOOPBACKS:
+            start = time.perf_counter()
+            try:
+                sock = socket.socket(socket.AF_INET6 if family == "IPv6" else socket.AF_INET, socket.SOCK_STREAM)
+            except OSError as exc:
+                status, text = _classify(exc)
+                results[address] = ConnectProbe(address, family, status, _ms(start), text)
+                continue
+            sock.setblocking(False)
+            err = sock.connect_ex((address, port))
+            if err == 0:
+                results[address] = ConnectProbe(address, family, "ok", _ms(start))
+                sock.close()
+            elif err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+                sel.register(sock, selectors.EVENT_WRITE, (address, family, start))
+            else:
+                status, text = _classify(OSError(err, os.strerror(err)))
+                results[address] = ConnectProbe(address, family, status, _ms(start), text)
+                sock.close()
+        deadline = time.perf_counter() + timeout_s
+        while sel.get_map():
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            for key, _events in sel.select(left):
+                sock = key.fileobj
+                address, family, start = key.data
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err == 0:
+                    results[address] = ConnectProbe(address, family, "ok", _ms(start))
+                else:
+                    status, text = _classify(_os_error(err))
+                    results[address] = ConnectProbe(address, family, status, _ms(start), text)
+                sel.unregister(sock)
+                sock.close()
+        for key in list(sel.get_map().values()):
+            address, family, start = key.data
+            results[address] = ConnectProbe(address, family, "timeout", _ms(start), "no answer before the timeout")
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+    finally:
+        sel.close()
+    return [results[address] for address, _family in LOOPBACKS]
+
+
+def _os_error(err: int) -> OSError:
+    """OSError with the right subclass (ConnectionRefusedError for ECONNREFUSED, ...)."""
+    return OSError(err, os.strerror(err))
+
+
+async def _app_probes(target: str, port: int, timeout_s: float, acip: bool, ws: bool, ws_path: str):
+    import asyncio
+
     tasks = []
     if acip:
         tasks.append(acip_probe(target, port, timeout_s))
     if ws:
         tasks.append(ws_probe(target, port, timeout_s, ws_path))
-    results = await asyncio.gather(*tasks)
+    results = list(await asyncio.gather(*tasks))
     acip_result = results.pop(0) if acip else None
     ws_result = results.pop(0) if ws else None
-    return list(connects), acip_result, ws_result
+    return acip_result, ws_result
 
 
 def run_probes(
     port: int, *, timeout_s: float = 1.0, acip: bool = False, ws: bool = False, ws_path: str = "/"
 ) -> tuple[list[ConnectProbe], AcipProbe | None, WsProbe | None]:
     """Connect to 127.0.0.1 and ::1 (in parallel), then the optional ACIP and WebSocket probes."""
-    return asyncio.run(_all(port, timeout_s, acip, ws, ws_path))
+    connects = connect_probes(port, timeout_s)
+    if not acip and not ws:
+        return connects, None, None
+    # talk ACIP / WebSocket over whichever loopback family accepted (IPv4 first, like the C client)
+    reachable = [p.address for p in connects if p.status == "ok"]
+    target = reachable[0] if reachable else "127.0.0.1"
+    import asyncio
+
+    acip_result, ws_result = asyncio.run(_app_probes(target, port, timeout_s, acip, ws, ws_path))
+    return connects, acip_result, ws_result
 
 
 def describe(probe: ConnectProbe, port: int) -> str:

@@ -22,7 +22,6 @@ class ProcessInfo:
     username: str | None
     ppid: int | None
     parent_name: str | None
-    fds: list[int]  # descriptor numbers through which it holds the socket in question
 
 
 @dataclass
@@ -77,7 +76,7 @@ def scan_socket_inodes(wanted: set[int] | None = None, proc: str = "/proc") -> I
     return InodeScan(dict(holders), unreadable, scanned)
 
 
-def describe_process(pid: int, fds: list[int] | None = None) -> ProcessInfo:
+def describe_process(pid: int) -> ProcessInfo:
     """Name, exe, command line, user and parent of `pid` (fields None where access is denied)."""
     import psutil
 
@@ -87,7 +86,7 @@ def describe_process(pid: int, fds: list[int] | None = None) -> ProcessInfo:
     try:
         proc = psutil.Process(pid)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return ProcessInfo(pid, None, None, [], None, None, None, list(fds or []))
+        return ProcessInfo(pid, None, None, [], None, None, None)
     with proc.oneshot():
         try:
             name = proc.name()
@@ -114,7 +113,7 @@ def describe_process(pid: int, fds: list[int] | None = None) -> ProcessInfo:
             parent_name = psutil.Process(ppid).name()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
-    return ProcessInfo(pid, name, exe, cmdline, username, ppid, parent_name, list(fds or []))
+    return ProcessInfo(pid, name, exe, cmdline, username, ppid, parent_name)
 
 
 def ancestors(pid: int, limit: int = 32) -> list[int]:

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import socket
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # linux/netlink.h, linux/sock_diag.h, linux/inet_diag.h
 NETLINK_SOCK_DIAG = 4
@@ -62,9 +62,8 @@ class SockDiagUnavailable(OSError):
     """The kernel (or this OS) does not offer NETLINK_SOCK_DIAG for inet sockets."""
 
 
-@dataclass(frozen=True)
-class DiagSocket:
-    """One TCP socket as the kernel reports it."""
+class DiagSocket(NamedTuple):
+    """One TCP socket as the kernel reports it (a tuple: tens of thousands are built per dump)."""
 
     family: int  # socket.AF_INET / AF_INET6
     state: str  # TCP_STATES name
@@ -112,57 +111,76 @@ def _request(family: int, states: int, port: int | None, seq: int) -> bytes:
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
 
-def _addr(family: int, raw: bytes) -> str:
-    if family == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    text = socket.inet_ntop(socket.AF_INET6, raw)
-    return str(ipaddress.IPv6Address(text))
+# family, state, timer, retrans, sport, dport (network order), src, dst, if, cookie, expires, rq, wq, uid, inode
+_MSG_ALL = struct.Struct("=BBBBHH16s16sI8sIIIII")
+assert _MSG_ALL.size == _MSG_SIZE
 
 
-def _parse(family_wanted: int, data: bytes, out: list[DiagSocket]) -> bool:
+class _AddrCache(dict):
+    """raw 16-byte address -> text; a dump repeats the same few addresses thousands of times."""
+
+    def __init__(self, family: int) -> None:
+        super().__init__()
+        self.family = family
+
+    def __missing__(self, raw: bytes) -> str:
+        if self.family == socket.AF_INET:
+            text = socket.inet_ntop(socket.AF_INET, raw[:4])
+        else:
+            text = str(ipaddress.IPv6Address(raw))
+        self[raw] = text
+        return text
+
+
+def _parse(data: bytes, out: list[DiagSocket], addrs: _AddrCache) -> bool:
     """Parse one recv() worth of netlink messages; True when the dump is complete."""
     offset = 0
     end = len(data)
-    while offset + _NLMSGHDR.size <= end:
-        msg_len, msg_type, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if msg_len < _NLMSGHDR.size:
-            return True
-        if msg_type == NLMSG_DONE:
+    unpack_hdr = _NLMSGHDR.unpack_from
+    unpack_msg = _MSG_ALL.unpack_from
+    ntohs = socket.ntohs
+    states = TCP_STATES
+    timers = TIMER_NAMES
+    append = out.append
+    while offset + 16 <= end:
+        msg_len, msg_type, _flags, _seq, _pid = unpack_hdr(data, offset)
+        if msg_len < 16 or msg_type == NLMSG_DONE:
             return True
         if msg_type == NLMSG_ERROR:
-            (err,) = struct.unpack_from("=i", data, offset + _NLMSGHDR.size)
+            (err,) = struct.unpack_from("=i", data, offset + 16)
             if err:
                 raise SockDiagUnavailable(-err, os.strerror(-err))
             return True
         if msg_type == SOCK_DIAG_BY_FAMILY:
-            p = offset + _NLMSGHDR.size
-            family, state, timer, _retrans = _MSG.unpack_from(data, p)
-            sport, dport, src, dst = _SOCKID.unpack_from(data, p + 4)
-            expires, _rq, _wq, uid, inode = _MSG_TAIL.unpack_from(data, p + 4 + 48)
+            p = offset + 16
+            family, state, timer, _re, sport, dport, src, dst, _if, _ck, expires, _rq, _wq, uid, inode = unpack_msg(
+                data, p
+            )
             v6only = None
-            attr = p + _MSG_SIZE
-            msg_end = offset + msg_len
-            while attr + 4 <= msg_end:
-                alen, atype = struct.unpack_from("=HH", data, attr)
-                if alen < 4:
-                    break
-                if atype == INET_DIAG_SKV6ONLY and alen >= 5:
-                    v6only = bool(data[attr + 4])
-                attr += (alen + 3) & ~3
-            timer_name = TIMER_NAMES.get(timer, f"timer{timer}")
-            out.append(
+            if msg_len > 16 + _MSG_SIZE:
+                attr = p + _MSG_SIZE
+                msg_end = offset + msg_len
+                while attr + 4 <= msg_end:
+                    alen, atype = struct.unpack_from("=HH", data, attr)
+                    if alen < 4:
+                        break
+                    if atype == INET_DIAG_SKV6ONLY and alen >= 5:
+                        v6only = bool(data[attr + 4])
+                    attr += (alen + 3) & ~3
+            timer_name = timers.get(timer, f"timer{timer}")
+            append(
                 DiagSocket(
-                    family=family,
-                    state=TCP_STATES[state] if state < len(TCP_STATES) else f"STATE{state}",
-                    local_ip=_addr(family, src),
-                    local_port=sport,
-                    remote_ip=_addr(family, dst),
-                    remote_port=dport,
-                    timer=timer_name,
-                    expires_ms=expires if timer_name else None,
-                    uid=uid,
-                    inode=inode,
-                    v6only=v6only,
+                    family,
+                    states[state] if state < len(states) else f"STATE{state}",
+                    addrs[src],
+                    ntohs(sport),
+                    addrs[dst],
+                    ntohs(dport),
+                    timer_name,
+                    expires if timer_name else None,
+                    uid,
+                    inode,
+                    v6only,
                 )
             )
         offset += (msg_len + 3) & ~3
@@ -172,9 +190,10 @@ def _parse(family_wanted: int, data: bytes, out: list[DiagSocket]) -> bool:
 def _dump_family(sock: socket.socket, family: int, states: int, port: int | None, seq: int) -> list[DiagSocket]:
     sock.send(_request(family, states, port, seq))
     out: list[DiagSocket] = []
+    addrs = _AddrCache(family)
     while True:
         data = sock.recv(1 << 20)
-        if not data or _parse(family, data, out):
+        if not data or _parse(data, out, addrs):
             return out
 
 

@@ -91,8 +91,12 @@ def test_both_loopbacks_reachable_exit_0(net, port, sockets) -> None:
     assert data["ipv4_served"] and data["ipv6_served"] and data["ok"]
     assert {p["family"]: p["status"] for p in data["probes"]} == {"IPv4": "ok", "IPv6": "ok"}
     assert all(p["ms"] >= 0 for p in data["probes"])
-    owners = {proc["pid"] for s in data["sockets"] if s["state"] == "LISTEN" for proc in s["processes"]}
+    owners = {pid for s in data["sockets"] if s["state"] == "LISTEN" for pid in s["pids"]}
     assert owners == {os.getpid()}
+    me = data["processes"][str(os.getpid())]
+    assert me["exe"] and me["ppid"] == os.getppid() and me["name"] == net.own_name()
+    assert {s["local"] for s in data["sockets"] if s["state"] == "LISTEN"} == {f"127.0.0.1:{port}", f"[::1]:{port}"}
+    assert all(h[0] == os.getpid() and h[1] > 2 for s in data["sockets"] for h in s["holders"])
     assert not [f for f in data["findings"] if f["severity"] == "problem"]
 
 

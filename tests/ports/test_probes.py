@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 
 import pytest
 from click.testing import CliRunner
@@ -237,3 +238,36 @@ async def test_ws_probe_on_plain_http_and_closed_port(net) -> None:
     assert result.status == "http_error" and result.http_status == 404
     closed = await ws_probe("127.0.0.1", net.free_port(), 1.0)
     assert closed.status == "refused"
+
+
+def test_sync_connect_probes_ok_and_refused(net, port, sockets) -> None:
+    from asciichat_diag.ports.probes import connect_probes
+
+    sockets.append(net.listener("::1", port, v6only=True))
+    v4, v6 = connect_probes(port, 1.0)
+    assert (v4.address, v4.status, v4.error) == ("127.0.0.1", "refused", "connection refused")
+    assert (v6.address, v6.status) == ("::1", "ok") and v6.ms < 1000
+
+
+def test_full_accept_queue_times_out_and_is_flagged(net, port, sockets) -> None:
+    from asciichat_diag.ports.gather import gather_port
+    from asciichat_diag.ports.probes import connect_probes
+
+    lst = net.listener("127.0.0.1", port)
+    lst.listen(0)  # a server that stopped calling accept(): the queue fills, then SYNs are dropped
+    sockets.append(lst)
+    for _ in range(8):
+        c = socket.socket()
+        c.settimeout(0.2)
+        sockets.append(c)
+        try:
+            c.connect(("127.0.0.1", port))
+        except (TimeoutError, OSError):
+            break
+    else:
+        pytest.skip("accept queue never filled")
+    v4, _v6 = connect_probes(port, 0.3)
+    assert v4.status == "timeout" and v4.ms >= 250
+    report = gather_port(port, expect=[], families="ipv4", timeout_s=0.3)
+    finding = next(f for f in report.findings if f.code == "probe_failed")
+    assert "does not accept" in finding.message and not report.ok

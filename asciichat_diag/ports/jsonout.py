@@ -1,0 +1,71 @@
+"""JSON for ports/bind reports: every socket, each on one line, and each process described once.
+
+A port with 10,000 connections must not turn into 20 MB of indented, repeated process records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, TextIO
+
+from asciichat_diag._common import to_jsonable
+from asciichat_diag.ports.model import BindReport, PortReport, SocketEntry
+
+
+def socket_dict(e: SocketEntry) -> dict[str, Any]:
+    return {
+        "family": e.family,
+        "state": e.state,
+        "local": e.local,
+        "remote": e.remote,
+        "local_ip": e.local_ip,
+        "local_port": e.local_port,
+        "remote_ip": e.remote_ip,
+        "remote_port": e.remote_port,
+        "side": e.side,
+        "v6only": e.v6only,
+        "timer": e.timer,
+        "time_left_s": e.time_left_s,
+        "uid": e.uid,
+        "user": e.user,
+        "inode": e.inode,
+        "pids": [p.pid for p in e.processes],
+        "holders": [list(h) for h in e.holders],
+    }
+
+
+def _split(obj: Any) -> tuple[dict[str, Any], list[SocketEntry], str]:
+    """The report's plain fields, its socket list, and the key that list lives under."""
+    key = "sockets" if isinstance(obj, PortReport) else "blockers"
+    fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != key}
+    return fields, getattr(obj, key), key
+
+
+def _render(obj: PortReport | BindReport, indent: str) -> str:
+    fields, sockets, key = _split(obj)
+    head = to_jsonable(fields)
+    processes: dict[str, Any] = {}
+    for e in sockets:
+        for p in e.processes:
+            processes.setdefault(str(p.pid), to_jsonable(p))
+    head["processes"] = processes
+    body = json.dumps(head, indent=2, ensure_ascii=False)
+    inner = indent + "  "
+    rows = ",\n".join(inner + "  " + json.dumps(socket_dict(e), ensure_ascii=False) for e in sockets)
+    sock_text = f'{inner}"{key}": [\n{rows}\n{inner}]' if sockets else f'{inner}"{key}": []'
+    # re-indent the head and splice the socket list in before its closing brace
+    lines = body.splitlines()
+    lines = [lines[0]] + [indent + line for line in lines[1:]]
+    return "\n".join(lines[:-1]) + ",\n" + sock_text + "\n" + lines[-1]
+
+
+def write_json(obj: PortReport | BindReport | list[PortReport], stream: TextIO) -> None:
+    """Write one report, or a list of them, as JSON followed by a newline."""
+    if isinstance(obj, list):
+        if not obj:
+            stream.write("[]\n")
+            return
+        stream.write("[\n" + ",\n".join("  " + _render(r, "  ") for r in obj) + "\n]\n")
+    else:
+        stream.write(_render(obj, "") + "\n")

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Wall time of `diag ports PORT --json` against `ss -tanpe` and `lsof -i :PORT` with N open loopback
+connections (default 10,000), which this script creates itself. Target: diag <= 0.5 s.
+
+    .venv/bin/python bench/ports.py [--connections 10000] [--runs 5]
+
+The server ends live in this process, the client ends in a child, so each side needs only N
+descriptors (RLIMIT_NOFILE is raised to the hard limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+TARGET_S = 0.5
+CLIENT = r"""
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+port, n = int(sys.argv[1]), int(sys.argv[2])
+held = []
+for i in range(n):
+    held.append(socket.create_connection(("127.0.0.1", port)))
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def raise_nofile(needed: int) -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        sys.exit(f"RLIMIT_NOFILE hard limit {hard} < {needed} needed; lower --connections")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def timed(cmd: list[str], runs: int) -> tuple[list[float], int, int]:
+    """Wall times of `runs` executions, bytes and lines of the last output."""
+    times = []
+    out = b""
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+        out = proc.stdout
+    return times, len(out), out.count(b"\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--connections", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    n = args.connections
+    raise_nofile(n + 64)
+
+    lst = socket.socket()
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4096)
+    port = lst.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def accept_all() -> None:
+        while len(accepted) < n:
+            conn, _ = lst.accept()
+            accepted.append(conn)
+
+    acceptor = threading.Thread(target=accept_all, daemon=True)
+    acceptor.start()
+    t0 = time.perf_counter()
+    client = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, str(port), str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert client.stdout is not None and client.stdout.readline().strip() == b"ready"
+    acceptor.join(60)
+    setup_s = time.perf_counter() - t0
+    try:
+        total = (
+            int(subprocess.run(["ss", "-tan", "-H"], capture_output=True).stdout.count(b"\n"))
+            if shutil.which("ss")
+            else -1
+        )
+        print(
+            f"{n} loopback connections on 127.0.0.1:{port} ({len(accepted)} accepted) in {setup_s:.1f} s; "
+            f"{total} TCP sockets on the host; {os.cpu_count()} CPUs; {args.runs} runs each\n"
+        )
+        diag = [os.path.join(os.path.dirname(sys.executable), "diag")]
+        if not os.path.exists(diag[0]):
+            diag = [sys.executable, "-m", "asciichat_diag.cli"]
+        commands = [
+            ("diag ports PORT --json", [*diag, "ports", str(port), "--json", "--any-owner", "--family", "ipv4"]),
+            (
+                "diag ports PORT (text)",
+                [*diag, "ports", str(port), "--any-owner", "--family", "ipv4", "--color", "never"],
+            ),
+        ]
+        if shutil.which("ss"):
+            commands.append(("ss -tanpe", ["ss", "-tanpe"]))
+            commands.append(
+                ("ss -tanpe sport|dport = :PORT", ["ss", "-tanpe", f"( sport = :{port} or dport = :{port} )"])
+            )
+        if shutil.which("lsof"):
+            commands.append(("lsof -i :PORT", ["lsof", "-i", f":{port}"]))
+            commands.append(("lsof -nP -i :PORT", ["lsof", "-nP", "-i", f":{port}"]))
+        print(f"{'command':34} {'median s':>9} {'min s':>7} {'max s':>7} {'lines':>7} {'bytes':>10}")
+        diag_median = None
+        for label, cmd in commands:
+            times, size, lines = timed(cmd, args.runs)
+            med = statistics.median(times)
+            if label == "diag ports PORT --json":
+                diag_median = med
+            print(f"{label:34} {med:9.3f} {min(times):7.3f} {max(times):7.3f} {lines:7d} {size:10d}")
+        start = time.perf_counter()
+        import psutil
+
+        conns = psutil.net_connections(kind="tcp")
+        print(
+            f"{'(psutil.net_connections, in-process)':34} {time.perf_counter() - start:9.3f} "
+            f"{'':>7} {'':>7} {len(conns):7d}"
+        )
+        verdict = "PASS" if diag_median is not None and diag_median <= TARGET_S else "FAIL"
+        print(f"\ntarget: diag ports PORT --json <= {TARGET_S} s median: {verdict} ({diag_median:.3f} s)")
+    finally:
+        assert client.stdin is not None
+        client.stdin.close()
+        client.wait(30)
+        for conn in accepted:
+            conn.close()
+        lst.close()
+
+
+if __name__ == "__main__":
+    main()
