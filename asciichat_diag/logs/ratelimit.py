@@ -33,6 +33,8 @@ _KV_RE = re.compile(r"(?:^|(?<=[\s(,]))([A-Za-z_][\w.]*)=")
 def message_template(message: str) -> str:
     """First line of a message with numbers replaced by `#` and the rate suffix removed."""
     first = message.split("\n", 1)[0]
+    if len(first) > 400:  # a template is for grouping; a 10 MB line needs no full pass
+        first = first[:400]
     first = RATE_SUFFIX_RE.sub("", first)
     return _NUMBER_RE.sub("#", first)[:160]
 
@@ -47,7 +49,7 @@ def site_key(rec: Record) -> str:
 
 def parse_kv(message: str) -> dict[str, str]:
     """`(id=3, cleanup=done, reason=peer closed (1000), peer=1.2.3.4:5)` -> dict; values may hold spaces."""
-    first = RATE_SUFFIX_RE.sub("", message.split("\n", 1)[0])
+    first = RATE_SUFFIX_RE.sub("", message.split("\n", 1)[0][:4096])
     keys = list(_KV_RE.finditer(first))
     out: dict[str, str] = {}
     for i, m in enumerate(keys):
