@@ -28,7 +28,7 @@ SCALED_CACHE_BYTES = 4 * 1024 * 1024
 
 # The C client displays at most 1 MiB of a frame (ACIP.md 5.2), so a frame is never made bigger than that:
 # a huge terminal gets the picture rendered for a smaller box (worst-case bytes per cell below).
-FRAME_BYTE_BUDGET = 1024 * 1024
+FRAME_BYTE_BUDGET = 1024 * 1024 - 4096  # and leaves room for headers under the 1 MiB encryption limit
 _WORST_CELL_BYTES = {"mono": 4, "color": 23, "half": 41}  # UTF-8 char; SGR + char; fg + bg SGR + U+2580
 
 
