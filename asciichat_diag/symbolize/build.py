@@ -1,0 +1,423 @@
+"""Build a SymbolIndex from DWARF (ELF or Mach-O sections) and from ELF/Mach-O symbol tables.
+
+pyelftools' DWARFInfo iterates units and parses unit DIEs and line-program headers; dwarfwalk
+decodes DIE trees and line programs. Names are demangled here, once, when the index is built.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+
+from asciichat_diag._common import DiagError
+from asciichat_diag.symbolize import dwarfwalk as dw
+from asciichat_diag.symbolize.demangle import demangle
+from asciichat_diag.symbolize.elfio import SHF_COMPRESSED, ElfImage
+from asciichat_diag.symbolize.index import IndexBuilder, SymbolIndex
+
+NAME_ATTRS = (dw.AT_NAME, dw.AT_LINKAGE_NAME, dw.AT_MIPS_LINKAGE_NAME, dw.AT_ABSTRACT_ORIGIN, dw.AT_SPECIFICATION)
+# Sections the DWARF reader uses, by their name without the leading "." (ELF) or "__" (Mach-O).
+DWARF_SECTIONS = (
+    "debug_info", "debug_abbrev", "debug_str", "debug_line", "debug_line_str", "debug_str_offsets",
+    "debug_addr", "debug_ranges", "debug_rnglists", "debug_aranges", "debug_loc", "debug_loclists",
+)  # fmt: skip
+# Functions every image gets from crt files; the same name in two images means nothing.
+CRT_FUNCTIONS = frozenset(
+    {"_init", "_fini", "_start", "frame_dummy", "register_tm_clones", "deregister_tm_clones",
+     "__do_global_dtors_aux", "__libc_csu_init", "__libc_csu_fini", "_dl_relocate_static_pie", "main"}
+)  # fmt: skip
+STT_FUNC, STT_FILE, STT_GNU_IFUNC = 2, 4, 10
+STB_GLOBAL, STB_WEAK = 1, 2
+
+ProgressFn = Callable[[int, int], None]
+
+
+def elf_dwarf_sections(img: ElfImage) -> dict[str, bytes]:
+    """Raw (decompressed) DWARF sections of an ELF image."""
+    out: dict[str, bytes] = {}
+    for name in DWARF_SECTIONS:
+        sec = img.sections.get("." + name)
+        if sec is None or sec.type == 8:
+            continue
+        raw = img.data[sec.offset : sec.offset + sec.size]
+        if sec.flags & SHF_COMPRESSED:
+            raw = _decompress(img, raw, name)
+        out[name] = raw
+    return out
+
+
+def _decompress(img: ElfImage, raw: bytes, name: str) -> bytes:
+    e = img.endian
+    import struct
+
+    if img.is64:
+        ch_type, _res, _size, _align = struct.unpack_from(e + "IIQQ", raw, 0)
+        body = raw[24:]
+    else:
+        ch_type, _size, _align = struct.unpack_from(e + "III", raw, 0)
+        body = raw[12:]
+    try:
+        if ch_type == 1:
+            return zlib.decompress(body)
+        if ch_type == 2:
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj().decompress(body)
+    except (zlib.error, Exception) as exc:
+        raise DiagError(f"{img.path}: corrupt DWARF (cannot decompress .{name}: {exc})") from exc
+    raise DiagError(f"{img.path}: corrupt DWARF (.{name} uses unknown compression {ch_type})")
+
+
+def make_dwarfinfo(sections: dict[str, bytes], little: bool, addr_size: int, arch: str):
+    """A pyelftools DWARFInfo over raw section bytes (the way Mach-O __DWARF sections are read)."""
+    from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DwarfConfig, DWARFInfo
+
+    def desc(name: str):
+        raw = sections.get(name)
+        if raw is None:
+            return None
+        return DebugSectionDescriptor(io.BytesIO(raw), "." + name, None, len(raw), 0)
+
+    return DWARFInfo(
+        config=DwarfConfig(little_endian=little, machine_arch=arch, default_address_size=addr_size),
+        debug_info_sec=desc("debug_info"),
+        debug_aranges_sec=desc("debug_aranges"),
+        debug_abbrev_sec=desc("debug_abbrev"),
+        debug_frame_sec=None,
+        eh_frame_sec=None,
+        debug_str_sec=desc("debug_str"),
+        debug_loc_sec=desc("debug_loc"),
+        debug_ranges_sec=desc("debug_ranges"),
+        debug_line_sec=desc("debug_line"),
+        debug_pubtypes_sec=None,
+        debug_pubnames_sec=None,
+        debug_addr_sec=desc("debug_addr"),
+        debug_str_offsets_sec=desc("debug_str_offsets"),
+        debug_line_str_sec=desc("debug_line_str"),
+        debug_loclists_sec=desc("debug_loclists"),
+        debug_rnglists_sec=desc("debug_rnglists"),
+        debug_sup_sec=None,
+        gnu_debugaltlink_sec=None,
+        debug_types_sec=None,
+    )
+
+
+def add_dwarf(
+    builder: IndexBuilder,
+    sections: dict[str, bytes],
+    little: bool,
+    addr_size: int,
+    arch: str,
+    min_valid_addr: int,
+    where: str,
+    progress: ProgressFn | None = None,
+) -> None:
+    """Index every compile unit. Raises DiagError('corrupt DWARF') when the bytes do not decode."""
+    try:
+        _add_dwarf(builder, sections, little, addr_size, arch, min_valid_addr, progress)
+    except DiagError:
+        raise
+    except (dw.DwarfFormatError, IndexError, KeyError, ValueError, TypeError, AttributeError, AssertionError,
+            UnicodeDecodeError, NotImplementedError, OverflowError) as exc:  # fmt: skip
+        raise DiagError(f"{where}: corrupt DWARF ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # pyelftools signals truncation with construct/ELFError exceptions
+        if type(exc).__module__.startswith(("elftools", "construct")):
+            raise DiagError(f"{where}: corrupt DWARF ({type(exc).__name__}: {exc})") from exc
+        raise
+
+
+def _add_dwarf(builder, sections, little, addr_size, arch, min_valid_addr, progress) -> None:
+    info = sections.get("debug_info")
+    if not info:
+        return
+    di = make_dwarfinfo(sections, little, addr_size, arch)
+    abbrev_bytes = sections.get("debug_abbrev") or b""
+    line_bytes = sections.get("debug_line") or b""
+    abbrev_cache: dict[tuple, dict] = {}
+    subprograms: dict[int, dict] = {}  # DIE offset -> attrs, for name resolution across units
+    functions: list[tuple[int, list[tuple[int, int]]]] = []
+    inlines: dict[int, list[tuple]] = {}  # function DIE offset -> inline rows (origin unresolved)
+    total = len(info)
+    tomb_hi = (1 << (8 * addr_size)) - 2
+
+    def valid(lo: int) -> bool:
+        return min_valid_addr <= lo < tomb_hi
+
+    for cu in di.iter_CUs():
+        version = cu.header["version"]
+        unit_type = cu.header.get("unit_type")
+        if unit_type not in (None, "DW_UT_compile", "DW_UT_partial"):
+            continue
+        offset_size = 8 if cu.structs.dwarf_format == 64 else 4
+        cu_addr_size = cu.header["address_size"]
+        top = cu.get_top_DIE()
+        tattrs = top.attributes
+
+        def base(name: str, default: int, _t=tattrs) -> int:
+            attr = _t.get(name)
+            return attr.value if attr is not None else default
+
+        ctx = dw.UnitContext(
+            info=info,
+            unit_offset=cu.cu_offset,
+            version=version,
+            addr_size=cu_addr_size,
+            offset_size=offset_size,
+            little=little,
+            sections=sections,
+            str_offsets_base=base("DW_AT_str_offsets_base", 8 if offset_size == 4 else 16),
+            addr_base=base("DW_AT_addr_base", base("DW_AT_GNU_addr_base", 8)),
+            rnglists_base=base("DW_AT_rnglists_base", 0),
+        )
+        key = (cu.header["debug_abbrev_offset"], cu_addr_size, offset_size, version)
+        abbrevs = abbrev_cache.get(key)
+        if abbrevs is None:
+            abbrevs = abbrev_cache[key] = dw.parse_abbrevs(abbrev_bytes, key[0], cu_addr_size, offset_size, version)
+        end = cu.cu_offset + cu.size
+        if end > len(info):
+            raise dw.DwarfFormatError(f"unit at {cu.cu_offset:#x} is longer than .debug_info")
+        records = dw.walk_unit(ctx, abbrevs, cu.cu_die_offset, end)
+        comp_dir = _attr_str(tattrs, "DW_AT_comp_dir")
+
+        files: list[str] = []
+        lp = di.line_program_for_CU(cu) if "DW_AT_stmt_list" in tattrs else None
+        if lp is not None:
+            hdr = lp.header
+            lversion = hdr["version"]
+            dirs = [_s(d) for d in hdr["include_directory"]]
+            for entry in hdr["file_entry"]:
+                dir_index = entry["dir_index"] or 0
+                if lversion >= 5:
+                    directory = dirs[dir_index] if dir_index < len(dirs) else ""
+                else:
+                    directory = (
+                        comp_dir if dir_index == 0 else (dirs[dir_index - 1] if dir_index - 1 < len(dirs) else "")
+                    )
+                files.append(dw.join_path(comp_dir, directory, _s(entry["name"])))
+            # DWARF 5 file registers are 0-based, DWARF 2-4 registers are 1-based (0 = none).
+            file_ids = [builder.file_id(f) for f in files]
+            shift = 0 if lversion >= 5 else 1
+            lh = dw.LineHeader(
+                version=lversion,
+                min_inst_len=hdr["minimum_instruction_length"],
+                default_is_stmt=bool(hdr["default_is_stmt"]),
+                line_base=hdr["line_base"],
+                line_range=hdr["line_range"],
+                opcode_base=hdr["opcode_base"],
+                std_lengths=list(hdr["standard_opcode_lengths"]),
+                program_start=lp.program_start_offset,
+                program_end=lp.program_end_offset,
+                files=files,
+            )
+            if lh.line_range == 0:
+                raise dw.DwarfFormatError("line program with line_range 0")
+            addr, reg, line, col = dw.decode_line_program(line_bytes, lh, cu_addr_size, little, min_valid_addr)
+            gid = [_map_file(file_ids, r - shift) if r >= 0 else -1 for r in reg]
+            builder.lines.append((addr, gid, line, col))
+        else:
+            file_ids, shift = [], 1
+
+        for rec in records:
+            attrs = rec.attrs
+            if rec.tag == dw.TAG_SUBPROGRAM:
+                subprograms[rec.offset] = {k: attrs[k][0] for k in NAME_ATTRS if k in attrs}
+                ranges = [r for r in dw.die_ranges(ctx, attrs) if valid(r[0])]
+                if ranges:
+                    functions.append((rec.offset, ranges))
+            elif rec.tag == dw.TAG_INLINED:
+                ranges = [r for r in dw.die_ranges(ctx, attrs) if valid(r[0])]
+                if not ranges:
+                    continue
+                origin = attrs.get(dw.AT_ABSTRACT_ORIGIN, (None,))[0]
+                cf = attrs.get(dw.AT_CALL_FILE, (None,))[0]
+                call_file = _map_file(file_ids, cf - shift) if cf is not None else -1
+                call_line = attrs.get(dw.AT_CALL_LINE, (0,))[0]
+                call_col = attrs.get(dw.AT_CALL_COLUMN, (0,))[0]
+                rows = inlines.setdefault(rec.func, [])
+                for lo, hi in ranges:
+                    rows.append((lo, hi, rec.depth, origin, call_file, call_line, call_col))
+        if progress is not None:
+            progress(end, total)
+
+    name_cache: dict[int, str] = {}
+
+    def name_of(off: int | None) -> str:
+        if off is None:
+            return "??"
+        got = name_cache.get(off)
+        if got is None:
+            linkage = _find(subprograms, off, (dw.AT_LINKAGE_NAME, dw.AT_MIPS_LINKAGE_NAME))
+            got = demangle(linkage) if linkage else (_find(subprograms, off, (dw.AT_NAME,)) or "??")
+            name_cache[off] = got
+        return got
+
+    for func_off, ranges in functions:
+        fid = builder.add_function(name_of(func_off), ranges)
+        for lo, hi, depth, origin, call_file, call_line, call_col in inlines.get(func_off, ()):
+            builder.inlines[fid].append(
+                (lo, hi, depth, builder.name_id(name_of(origin)), call_file, call_line, call_col)
+            )
+
+
+def _find(subprograms: dict[int, dict], off: int, keys: tuple[int, ...]) -> str | None:
+    """An attribute of a subprogram, following abstract_origin and specification (as llvm does)."""
+    seen = set()
+    todo = [off]
+    while todo:
+        cur = todo.pop(0)
+        if cur in seen or cur not in subprograms:
+            continue
+        seen.add(cur)
+        attrs = subprograms[cur]
+        for k in keys:
+            if k in attrs and isinstance(attrs[k], str):
+                return attrs[k]
+        for ref in (dw.AT_ABSTRACT_ORIGIN, dw.AT_SPECIFICATION):
+            if ref in attrs:
+                todo.append(attrs[ref])
+    return None
+
+
+def _map_file(file_ids: list[int], index: int) -> int:
+    return file_ids[index] if 0 <= index < len(file_ids) else -1
+
+
+def _s(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value) if value is not None else ""
+
+
+def _attr_str(attrs, name: str) -> str:
+    attr = attrs.get(name)
+    if attr is None:
+        return ""
+    return _s(attr.value)
+
+
+# -- symbol tables ----------------------------------------------------------------------------------
+def add_elf_symbols(builder: IndexBuilder, img: ElfImage, exec_ranges: list[tuple[int, int]]) -> None:
+    """Function symbols from .symtab (or .dynsym when stripped) as address ranges."""
+    for secname, strname in ((".symtab", ".strtab"), (".dynsym", ".dynstr")):
+        raw = img.section_bytes(secname)
+        strtab = img.section_bytes(strname)
+        if raw and strtab:
+            _add_elf_symtab(builder, img, raw, strtab, exec_ranges)
+            return
+
+
+def _add_elf_symtab(builder, img: ElfImage, raw: bytes, strtab: bytes, exec_ranges) -> None:
+    e = img.endian
+    if img.is64:
+        dtype = np.dtype([("name", e + "u4"), ("info", "u1"), ("other", "u1"), ("shndx", e + "u2"),
+                          ("value", e + "u8"), ("size", e + "u8")])  # fmt: skip
+    else:
+        dtype = np.dtype([("name", e + "u4"), ("value", e + "u4"), ("size", e + "u4"), ("info", "u1"),
+                          ("other", "u1"), ("shndx", e + "u2")])  # fmt: skip
+    count = len(raw) // dtype.itemsize
+    syms = np.frombuffer(raw, dtype=dtype, count=count)
+    stype = syms["info"] & 0xF
+    bind = syms["info"] >> 4
+    keep = ((stype == STT_FUNC) | (stype == STT_GNU_IFUNC)) & (syms["shndx"] != 0) & (syms["value"] != 0)
+    # llvm-symbolizer names the STT_FILE before a *local* function symbol as its file (line 0).
+    file_of = np.full(count, -1, dtype=np.int64)
+    file_idx = np.nonzero(stype == STT_FILE)[0]
+    if len(file_idx):
+        pos = np.searchsorted(file_idx, np.arange(count), side="right") - 1
+        local = (bind == 0) & (pos >= 0)
+        file_of[local] = syms["name"][file_idx[pos[local]]]
+    files_sel = file_of[keep]
+    sel = syms[keep]
+    binds = bind[keep]
+    if len(sel) == 0:
+        return
+    # Prefer global over weak over local aliases at one address.
+    rank = np.where(binds == STB_GLOBAL, 0, np.where(binds == STB_WEAK, 1, 2))
+    order = np.lexsort((rank, sel["value"]))
+    values = sel["value"][order].astype(np.uint64)
+    sizes = sel["size"][order].astype(np.uint64)
+    names_off = sel["name"][order]
+    binds = binds[order]
+    files_sel = files_sel[order]
+    uniq_vals = np.unique(values)
+    for i in range(len(values)):
+        value = int(values[i])
+        name = _cstr(strtab, int(names_off[i]))
+        if int(binds[i]) in (STB_GLOBAL, STB_WEAK) and name not in CRT_FUNCTIONS:
+            builder.defined.add(demangle(name))
+        if i > 0 and int(values[i - 1]) == value:
+            continue  # an alias of the symbol just added
+        size = int(sizes[i])
+        if size == 0:
+            j = int(np.searchsorted(uniq_vals, np.uint64(value), side="right"))
+            nxt = int(uniq_vals[j]) if j < len(uniq_vals) else None
+            end = _exec_end(exec_ranges, value)
+            size = (min(nxt, end) if nxt is not None and end is not None else (nxt or end or value + 1)) - value
+        fo = int(files_sel[i])
+        builder.add_symbol(demangle(name), value, value + max(size, 1), _cstr(strtab, fo) if fo >= 0 else None)
+
+
+def _exec_end(ranges: list[tuple[int, int]], value: int) -> int | None:
+    for lo, hi in ranges:
+        if lo <= value < hi:
+            return hi
+    return None
+
+
+def _cstr(data: bytes, off: int) -> str:
+    end = data.find(b"\0", off)
+    return data[off : end if end >= 0 else len(data)].decode("utf-8", "replace")
+
+
+def build_elf_index(img: ElfImage, debug: ElfImage | None, progress: ProgressFn | None = None) -> SymbolIndex:
+    """Index an ELF binary, taking DWARF (and the richer symbol table) from its debug file when given."""
+    builder = IndexBuilder()
+    exec_segs = img.exec_segments()
+    exec_ranges = [(s.vaddr, s.vaddr + s.memsz) for s in exec_segs]
+    min_valid = min((lo for lo, _ in exec_ranges), default=1) or 1
+    dwarf_src = debug if debug is not None and debug.has_dwarf else (img if img.has_dwarf else None)
+    if dwarf_src is not None:
+        arch = {62: "x64", 3: "x86", 183: "AArch64", 40: "ARM"}.get(dwarf_src.machine, "x64")
+        add_dwarf(
+            builder,
+            elf_dwarf_sections(dwarf_src),
+            dwarf_src.little,
+            8 if dwarf_src.is64 else 4,
+            arch,
+            min_valid,
+            dwarf_src.path,
+            progress,
+        )
+    sym_src = img
+    if debug is not None and debug.section_bytes(".symtab") and not img.section_bytes(".symtab"):
+        sym_src = debug
+    add_elf_symbols(builder, sym_src, exec_ranges)
+    if sym_src is not img and img.section_bytes(".dynsym"):
+        extra = IndexBuilder()
+        _add_elf_symtab(extra, img, img.section_bytes(".dynsym"), img.section_bytes(".dynstr") or b"", exec_ranges)
+        builder.defined |= extra.defined
+    meta = {"format": "elf", "has_dwarf": dwarf_src is not None, "path": img.path,
+            "debug_path": debug.path if debug is not None else None}  # fmt: skip
+    return builder.freeze(meta)
+
+
+def build_macho_index(img, dsym, progress: ProgressFn | None = None) -> SymbolIndex:
+    """Index a Mach-O binary: DWARF from its dSYM (or the binary itself), symbols from LC_SYMTAB."""
+    builder = IndexBuilder()
+    dwarf_src = dsym if dsym is not None and dsym.has_dwarf else (img if img.has_dwarf else None)
+    exec_ranges = [(s.vaddr, s.vaddr + s.memsz) for s in img.exec_segments()]
+    min_valid = min((lo for lo, _ in exec_ranges), default=1) or 1
+    if dwarf_src is not None:
+        arch = "AArch64" if dwarf_src.cputype == 0x0100000C else "x64"
+        add_dwarf(builder, dwarf_src.dwarf_sections(), True, 8, arch, min_valid, dwarf_src.path, progress)
+    sym_src = img if img.symtab is not None else dsym
+    if sym_src is not None:
+        for name, start, end in sym_src.function_symbols():
+            builder.add_symbol(demangle(name), start, end)
+            builder.defined.add(demangle(name))
+    meta = {"format": "macho", "has_dwarf": dwarf_src is not None, "path": img.path,
+            "debug_path": dsym.path if dsym is not None else None}  # fmt: skip
+    return builder.freeze(meta)

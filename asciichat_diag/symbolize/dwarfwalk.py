@@ -1,0 +1,538 @@
+"""Fast DWARF 4/5 readers for what a symbolizer needs: subprogram/inline DIE ranges and line-table rows.
+
+pyelftools parses the unit headers, the unit DIE and the line-program headers (the parts with many
+forms and few bytes); the hot loops — every DIE of every unit and every line-program opcode — run
+here over the raw section bytes with per-abbreviation "plans" that skip uninteresting attributes in
+one step. This is what keeps a cold index of a 20,000-function binary within seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+
+# Tags and attributes we read; everything else is skipped by size.
+TAG_COMPILE_UNIT = 0x11
+TAG_PARTIAL_UNIT = 0x3C
+TAG_SUBPROGRAM = 0x2E
+TAG_INLINED = 0x1D
+AT_NAME = 0x03
+AT_LOW_PC = 0x11
+AT_HIGH_PC = 0x12
+AT_ABSTRACT_ORIGIN = 0x31
+AT_SPECIFICATION = 0x47
+AT_RANGES = 0x55
+AT_CALL_COLUMN = 0x57
+AT_CALL_FILE = 0x58
+AT_CALL_LINE = 0x59
+AT_LINKAGE_NAME = 0x6E
+AT_MIPS_LINKAGE_NAME = 0x2007
+WANTED = {
+    TAG_SUBPROGRAM: {AT_NAME, AT_LOW_PC, AT_HIGH_PC, AT_ABSTRACT_ORIGIN, AT_SPECIFICATION, AT_RANGES,
+                     AT_LINKAGE_NAME, AT_MIPS_LINKAGE_NAME},
+    TAG_INLINED: {AT_LOW_PC, AT_HIGH_PC, AT_ABSTRACT_ORIGIN, AT_RANGES, AT_CALL_FILE, AT_CALL_LINE,
+                  AT_CALL_COLUMN},
+    TAG_COMPILE_UNIT: {AT_LOW_PC},
+    TAG_PARTIAL_UNIT: {AT_LOW_PC},
+}  # fmt: skip
+
+# Form codes (DWARF 5 section 7.5.6) grouped by how their value is encoded.
+F_ADDR, F_BLOCK2, F_BLOCK4, F_DATA2, F_DATA4, F_DATA8, F_STRING, F_BLOCK, F_BLOCK1 = 1, 3, 4, 5, 6, 7, 8, 9, 10
+F_DATA1, F_FLAG, F_SDATA, F_STRP, F_UDATA, F_REF_ADDR, F_REF1, F_REF2, F_REF4, F_REF8 = range(0x0B, 0x15)
+F_REF_UDATA, F_INDIRECT, F_SEC_OFFSET, F_EXPRLOC, F_FLAG_PRESENT = 0x15, 0x16, 0x17, 0x18, 0x19
+F_STRX, F_ADDRX, F_REF_SUP4, F_STRP_SUP, F_DATA16, F_LINE_STRP, F_REF_SIG8, F_IMPLICIT_CONST = range(0x1A, 0x22)
+F_LOCLISTX, F_RNGLISTX, F_REF_SUP8 = 0x22, 0x23, 0x24
+F_STRX1, F_STRX2, F_STRX3, F_STRX4, F_ADDRX1, F_ADDRX2, F_ADDRX3, F_ADDRX4 = range(0x25, 0x2D)
+F_GNU_ADDR_INDEX, F_GNU_STR_INDEX, F_GNU_REF_ALT, F_GNU_STRP_ALT = 0x1F01, 0x1F02, 0x1F20, 0x1F21
+CONSTANT_FORMS = {F_DATA1, F_DATA2, F_DATA4, F_DATA8, F_UDATA, F_SDATA, F_IMPLICIT_CONST}
+
+
+class DwarfFormatError(ValueError):
+    """The DWARF bytes do not decode (truncated section, unknown form, bad offsets)."""
+
+
+def uleb(data: bytes, pos: int) -> tuple[int, int]:
+    b = data[pos]
+    if b < 0x80:
+        return b, pos + 1
+    result = b & 0x7F
+    shift = 7
+    pos += 1
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def sleb(data: bytes, pos: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            if b & 0x40:
+                result -= 1 << shift
+            return result, pos
+
+
+def fixed_size(form: int, addr_size: int, offset_size: int, version: int) -> int | None:
+    """Byte size of a form whose size does not depend on its value, else None."""
+    if form in (F_FLAG_PRESENT, F_IMPLICIT_CONST):
+        return 0
+    if form in (F_DATA1, F_REF1, F_FLAG, F_STRX1, F_ADDRX1):
+        return 1
+    if form in (F_DATA2, F_REF2, F_STRX2, F_ADDRX2):
+        return 2
+    if form in (F_STRX3, F_ADDRX3):
+        return 3
+    if form in (F_DATA4, F_REF4, F_REF_SUP4, F_STRX4, F_ADDRX4):
+        return 4
+    if form in (F_DATA8, F_REF8, F_REF_SIG8, F_REF_SUP8):
+        return 8
+    if form == F_DATA16:
+        return 16
+    if form == F_ADDR:
+        return addr_size
+    if form == F_REF_ADDR:
+        return addr_size if version <= 2 else offset_size
+    if form in (F_STRP, F_SEC_OFFSET, F_LINE_STRP, F_STRP_SUP, F_GNU_REF_ALT, F_GNU_STRP_ALT):
+        return offset_size
+    return None
+
+
+@dataclass
+class Abbrev:
+    tag: int
+    children: bool
+    # plan: tuple of steps; an int = skip that many bytes, a tuple (attr, form, implicit) = read or skip
+    plan: tuple
+
+
+def parse_abbrevs(data: bytes, offset: int, addr_size: int, offset_size: int, version: int) -> dict[int, Abbrev]:
+    table: dict[int, Abbrev] = {}
+    pos = offset
+    while True:
+        code, pos = uleb(data, pos)
+        if code == 0:
+            return table
+        tag, pos = uleb(data, pos)
+        children = data[pos] != 0
+        pos += 1
+        wanted = WANTED.get(tag, ())
+        plan: list = []
+        skip = 0
+        while True:
+            attr, pos = uleb(data, pos)
+            form, pos = uleb(data, pos)
+            if attr == 0 and form == 0:
+                break
+            implicit = 0
+            if form == F_IMPLICIT_CONST:
+                implicit, pos = sleb(data, pos)
+            size = fixed_size(form, addr_size, offset_size, version)
+            if attr not in wanted and size is not None:
+                skip += size
+                continue
+            if skip:
+                plan.append(skip)
+                skip = 0
+            plan.append((attr if attr in wanted else -1, form, implicit))
+        if skip:
+            plan.append(skip)
+        table[code] = Abbrev(tag, children, tuple(plan))
+
+
+@dataclass
+class UnitContext:
+    """Per-unit values the form decoders need."""
+
+    info: bytes
+    unit_offset: int
+    version: int
+    addr_size: int
+    offset_size: int
+    little: bool
+    sections: dict[str, bytes]
+    str_offsets_base: int = 8
+    addr_base: int = 8
+    rnglists_base: int = 0
+    base_address: int = 0
+
+    def read_addr_index(self, index: int) -> int:
+        raw = self.sections.get("debug_addr") or b""
+        at = self.addr_base + index * self.addr_size
+        if at + self.addr_size > len(raw):
+            raise DwarfFormatError(f"address index {index} outside .debug_addr")
+        return int.from_bytes(raw[at : at + self.addr_size], "little" if self.little else "big")
+
+    def read_str_index(self, index: int) -> str:
+        raw = self.sections.get("debug_str_offsets") or b""
+        at = self.str_offsets_base + index * self.offset_size
+        if at + self.offset_size > len(raw):
+            raise DwarfFormatError(f"string index {index} outside .debug_str_offsets")
+        off = int.from_bytes(raw[at : at + self.offset_size], "little" if self.little else "big")
+        return cstr(self.sections.get("debug_str") or b"", off)
+
+
+def cstr(data: bytes, off: int) -> str:
+    end = data.find(b"\0", off)
+    if end < 0 or off < 0:
+        raise DwarfFormatError(f"string offset {off:#x} outside its section")
+    return data[off:end].decode("utf-8", "replace")
+
+
+def read_value(ctx: UnitContext, form: int, implicit: int, pos: int) -> tuple[object, int]:
+    """Decode one attribute value; returns (value, next position). Strings come back as str."""
+    data = ctx.info
+    order = "little" if ctx.little else "big"
+    if form == F_INDIRECT:
+        form, pos = uleb(data, pos)
+        return read_value(ctx, form, 0, pos)
+    if form == F_IMPLICIT_CONST:
+        return implicit, pos
+    if form == F_FLAG_PRESENT:
+        return True, pos
+    if form in (F_UDATA, F_REF_UDATA):
+        value, pos = uleb(data, pos)
+        return (value + ctx.unit_offset if form == F_REF_UDATA else value), pos
+    if form == F_SDATA:
+        return sleb(data, pos)
+    if form == F_STRING:
+        end = data.index(b"\0", pos)
+        return data[pos:end].decode("utf-8", "replace"), end + 1
+    if form in (F_STRX, F_GNU_STR_INDEX):
+        index, pos = uleb(data, pos)
+        return ctx.read_str_index(index), pos
+    if F_STRX1 <= form <= F_STRX4:
+        n = form - F_STRX1 + 1
+        return ctx.read_str_index(int.from_bytes(data[pos : pos + n], order)), pos + n
+    if form in (F_ADDRX, F_GNU_ADDR_INDEX):
+        index, pos = uleb(data, pos)
+        return ctx.read_addr_index(index), pos
+    if F_ADDRX1 <= form <= F_ADDRX4:
+        n = form - F_ADDRX1 + 1
+        return ctx.read_addr_index(int.from_bytes(data[pos : pos + n], order)), pos + n
+    if form in (F_RNGLISTX, F_LOCLISTX):
+        return uleb(data, pos)
+    if form in (F_BLOCK, F_EXPRLOC):
+        n, pos = uleb(data, pos)
+        return data[pos : pos + n], pos + n
+    if form == F_BLOCK1:
+        n = data[pos]
+        return data[pos + 1 : pos + 1 + n], pos + 1 + n
+    if form == F_BLOCK2:
+        n = int.from_bytes(data[pos : pos + 2], order)
+        return data[pos + 2 : pos + 2 + n], pos + 2 + n
+    if form == F_BLOCK4:
+        n = int.from_bytes(data[pos : pos + 4], order)
+        return data[pos + 4 : pos + 4 + n], pos + 4 + n
+    size = fixed_size(form, ctx.addr_size, ctx.offset_size, ctx.version)
+    if size is None:
+        raise DwarfFormatError(f"unknown DWARF form {form:#x}")
+    value = int.from_bytes(data[pos : pos + size], order)
+    if form in (F_REF1, F_REF2, F_REF4, F_REF8):
+        value += ctx.unit_offset
+    elif form == F_STRP:
+        value = cstr(ctx.sections.get("debug_str") or b"", value)
+    elif form == F_LINE_STRP:
+        value = cstr(ctx.sections.get("debug_line_str") or b"", value)
+    return value, pos + size
+
+
+def skip_value(ctx: UnitContext, form: int, pos: int) -> int:
+    data = ctx.info
+    if form in (F_UDATA, F_REF_UDATA, F_SDATA, F_STRX, F_ADDRX, F_RNGLISTX, F_LOCLISTX, F_GNU_ADDR_INDEX,
+                F_GNU_STR_INDEX):  # fmt: skip
+        while data[pos] & 0x80:
+            pos += 1
+        return pos + 1
+    if form == F_STRING:
+        return data.index(b"\0", pos) + 1
+    if form in (F_BLOCK, F_EXPRLOC):
+        n, pos = uleb(data, pos)
+        return pos + n
+    if form == F_INDIRECT:
+        form, pos = uleb(data, pos)
+        return skip_value(ctx, form, pos)
+    return read_value(ctx, form, 0, pos)[1]
+
+
+@dataclass
+class DieRecord:
+    """A subprogram or inlined_subroutine DIE with the attributes a symbolizer needs."""
+
+    offset: int
+    tag: int
+    func: int  # offset of the enclosing concrete subprogram (itself for a subprogram)
+    depth: int  # inline nesting depth: 0 for the subprogram, 1 for an inlined call in it, ...
+    attrs: dict = field(default_factory=dict)
+
+
+def walk_unit(ctx: UnitContext, abbrevs: dict[int, Abbrev], start: int, end: int) -> list[DieRecord]:
+    """Every subprogram and inlined_subroutine DIE of one unit, with their nesting."""
+    data = ctx.info
+    out: list[DieRecord] = []
+    stack: list[tuple[int, int]] = []  # (enclosing function offset, inline depth) per open parent
+    cur_func, cur_depth = -1, 0
+    pos = start
+    try:
+        while pos < end:
+            die_off = pos
+            b = data[pos]
+            if b < 0x80:
+                code = b
+                pos += 1
+            else:
+                code, pos = uleb(data, pos)
+            if code == 0:
+                if stack:
+                    cur_func, cur_depth = stack.pop()
+                continue
+            ab = abbrevs.get(code)
+            if ab is None:
+                raise DwarfFormatError(f"DIE at {die_off:#x} uses unknown abbreviation {code}")
+            tag = ab.tag
+            if tag in WANTED:
+                attrs: dict = {}
+                for step in ab.plan:
+                    if step.__class__ is int:
+                        pos += step
+                        continue
+                    attr, form, implicit = step
+                    if attr < 0:
+                        pos = skip_value(ctx, form, pos)
+                    else:
+                        value, pos = read_value(ctx, form, implicit, pos)
+                        attrs[attr] = (value, form)
+                if tag == TAG_SUBPROGRAM:
+                    rec = DieRecord(die_off, tag, die_off, 0, attrs)
+                    out.append(rec)
+                    new_func, new_depth = die_off, 0
+                elif tag == TAG_INLINED:
+                    rec = DieRecord(die_off, tag, cur_func, cur_depth + 1, attrs)
+                    out.append(rec)
+                    new_func, new_depth = cur_func, cur_depth + 1
+                else:  # the unit DIE: its low_pc is the base address of its range lists
+                    low = attrs.get(AT_LOW_PC)
+                    if low is not None:
+                        ctx.base_address = low[0]
+                    new_func, new_depth = cur_func, cur_depth
+            else:
+                for step in ab.plan:
+                    if step.__class__ is int:
+                        pos += step
+                    else:
+                        pos = skip_value(ctx, step[1], pos)
+                new_func, new_depth = cur_func, cur_depth
+            if ab.children:
+                stack.append((cur_func, cur_depth))
+                cur_func, cur_depth = new_func, new_depth
+    except IndexError as exc:
+        raise DwarfFormatError(f"unit at {ctx.unit_offset:#x} runs past the end of .debug_info") from exc
+    return out
+
+
+def read_ranges(ctx: UnitContext, value: int, form: int) -> list[tuple[int, int]]:
+    """Decode DW_AT_ranges: .debug_ranges (v4) or .debug_rnglists (v5, offset or rnglistx)."""
+    order = "little" if ctx.little else "big"
+    asz = ctx.addr_size
+    out: list[tuple[int, int]] = []
+    if ctx.version < 5:
+        raw = ctx.sections.get("debug_ranges") or b""
+        base = ctx.base_address
+        pos = value
+        max_addr = (1 << (8 * asz)) - 1
+        while pos + 2 * asz <= len(raw):
+            lo = int.from_bytes(raw[pos : pos + asz], order)
+            hi = int.from_bytes(raw[pos + asz : pos + 2 * asz], order)
+            pos += 2 * asz
+            if lo == 0 and hi == 0:
+                break
+            if lo == max_addr:
+                base = hi
+                continue
+            out.append((base + lo, base + hi))
+        return out
+    raw = ctx.sections.get("debug_rnglists") or b""
+    if form == F_RNGLISTX:
+        at = ctx.rnglists_base + value * ctx.offset_size
+        pos = ctx.rnglists_base + int.from_bytes(raw[at : at + ctx.offset_size], order)
+    else:
+        pos = value
+    base = ctx.base_address
+    try:
+        while True:
+            kind = raw[pos]
+            pos += 1
+            if kind == 0:  # end_of_list
+                break
+            if kind == 1:  # base_addressx
+                idx, pos = uleb(raw, pos)
+                base = ctx.read_addr_index(idx)
+            elif kind == 2:  # startx_endx
+                a, pos = uleb(raw, pos)
+                b, pos = uleb(raw, pos)
+                out.append((ctx.read_addr_index(a), ctx.read_addr_index(b)))
+            elif kind == 3:  # startx_length
+                a, pos = uleb(raw, pos)
+                n, pos = uleb(raw, pos)
+                start = ctx.read_addr_index(a)
+                out.append((start, start + n))
+            elif kind == 4:  # offset_pair
+                a, pos = uleb(raw, pos)
+                b, pos = uleb(raw, pos)
+                out.append((base + a, base + b))
+            elif kind == 5:  # base_address
+                base = int.from_bytes(raw[pos : pos + asz], order)
+                pos += asz
+            elif kind == 6:  # start_end
+                a = int.from_bytes(raw[pos : pos + asz], order)
+                b = int.from_bytes(raw[pos + asz : pos + 2 * asz], order)
+                pos += 2 * asz
+                out.append((a, b))
+            elif kind == 7:  # start_length
+                a = int.from_bytes(raw[pos : pos + asz], order)
+                n, pos = uleb(raw, pos + asz)
+                out.append((a, a + n))
+            else:
+                raise DwarfFormatError(f"unknown range list entry kind {kind}")
+    except IndexError as exc:
+        raise DwarfFormatError("range list runs past the end of .debug_rnglists") from exc
+    return out
+
+
+def die_ranges(ctx: UnitContext, attrs: dict) -> list[tuple[int, int]]:
+    """The [low, high) address ranges of a DIE (low_pc/high_pc, or ranges)."""
+    rng = attrs.get(AT_RANGES)
+    if rng is not None:
+        return [r for r in read_ranges(ctx, rng[0], rng[1]) if r[1] > r[0]]
+    low = attrs.get(AT_LOW_PC)
+    high = attrs.get(AT_HIGH_PC)
+    if low is None or high is None:
+        return []
+    lo = low[0]
+    hi = high[0] + lo if high[1] in CONSTANT_FORMS else high[0]
+    return [(lo, hi)] if hi > lo else []
+
+
+@dataclass
+class LineHeader:
+    """The part of a line-program header the opcode decoder needs."""
+
+    version: int
+    min_inst_len: int
+    default_is_stmt: bool
+    line_base: int
+    line_range: int
+    opcode_base: int
+    std_lengths: list[int]
+    program_start: int
+    program_end: int
+    files: list[str]  # absolute paths, indexed like the line program's file register
+
+
+def decode_line_program(
+    data: bytes, hdr: LineHeader, addr_size: int, little: bool, min_valid_addr: int
+) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Rows of one line program as parallel lists (address, file register, line, column).
+
+    A row with file register -1 marks the end of a sequence. Sequences that start below
+    `min_valid_addr` were discarded by the linker (tombstoned to 0) and are dropped.
+    """
+    order = "little" if little else "big"
+    out_addr: list[int] = []
+    out_file: list[int] = []
+    out_line: list[int] = []
+    out_col: list[int] = []
+    seq_addr: list[int] = []
+    seq_file: list[int] = []
+    seq_line: list[int] = []
+    seq_col: list[int] = []
+    opcode_base = hdr.opcode_base
+    line_base = hdr.line_base
+    line_range = hdr.line_range
+    min_inst = hdr.min_inst_len
+    const_add = ((255 - opcode_base) // line_range) * min_inst
+    std_lengths = hdr.std_lengths
+    address, file, line, col = 0, 1, 1, 0
+    pos = hdr.program_start
+    end = hdr.program_end
+    try:
+        while pos < end:
+            op = data[pos]
+            pos += 1
+            if op >= opcode_base:
+                adj = op - opcode_base
+                address += (adj // line_range) * min_inst
+                line += line_base + adj % line_range
+                seq_addr.append(address)
+                seq_file.append(file)
+                seq_line.append(line)
+                seq_col.append(col)
+            elif op == 0:
+                length, pos = uleb(data, pos)
+                sub = data[pos]
+                if sub == 1:  # end_sequence
+                    if seq_addr and seq_addr[0] >= min_valid_addr and address > seq_addr[0]:
+                        out_addr.extend(seq_addr)
+                        out_file.extend(seq_file)
+                        out_line.extend(seq_line)
+                        out_col.extend(seq_col)
+                        out_addr.append(address)
+                        out_file.append(-1)
+                        out_line.append(0)
+                        out_col.append(0)
+                    seq_addr, seq_file, seq_line, seq_col = [], [], [], []
+                    address, file, line, col = 0, 1, 1, 0
+                elif sub == 2:  # set_address
+                    address = int.from_bytes(data[pos + 1 : pos + length], order)
+                pos += length
+            elif op == 1:  # copy
+                seq_addr.append(address)
+                seq_file.append(file)
+                seq_line.append(line)
+                seq_col.append(col)
+            elif op == 2:  # advance_pc
+                n, pos = uleb(data, pos)
+                address += n * min_inst
+            elif op == 3:  # advance_line
+                n, pos = sleb(data, pos)
+                line += n
+            elif op == 4:  # set_file
+                file, pos = uleb(data, pos)
+            elif op == 5:  # set_column
+                col, pos = uleb(data, pos)
+            elif op == 8:  # const_add_pc
+                address += const_add
+            elif op == 9:  # fixed_advance_pc
+                address += int.from_bytes(data[pos : pos + 2], order)
+                pos += 2
+            elif op in (6, 7, 10, 11):  # negate_stmt, basic_block, prologue_end, epilogue_begin
+                pass
+            else:  # set_isa and opcodes this decoder does not know: skip their ULEB operands
+                for _ in range(std_lengths[op - 1] if op - 1 < len(std_lengths) else 0):
+                    _n, pos = uleb(data, pos)
+    except IndexError as exc:
+        raise DwarfFormatError("line program runs past the end of .debug_line") from exc
+    return out_addr, out_file, out_line, out_col
+
+
+def join_path(comp_dir: str, directory: str, name: str) -> str:
+    """The absolute file name llvm-symbolizer prints: comp_dir/dir/name unless one of them is absolute."""
+    if os.path.isabs(name):
+        return name
+    path = os.path.join(directory, name) if directory else name
+    if not os.path.isabs(path) and comp_dir:
+        path = os.path.join(comp_dir, path)
+    return path
+
+
+def unpack_u(data: bytes, pos: int, size: int, little: bool) -> int:
+    return struct.unpack_from(("<" if little else ">") + {1: "B", 2: "H", 4: "I", 8: "Q"}[size], data, pos)[0]

@@ -1,0 +1,345 @@
+"""A per-binary symbol index in sorted numpy arrays, looked up with searchsorted, cached on disk.
+
+Arrays: function ranges (DWARF subprograms), inline ranges grouped by function, line-table rows,
+and symbol-table ranges (the fallback when there is no DWARF). One index is built per binary and
+stored under $XDG_CACHE_HOME/asciichat-diag keyed by build-id (or path + size + mtime).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+INDEX_FORMAT = 3  # bump when the arrays or their meaning change: old cache files are then ignored
+CACHE_MAGIC = b"ACDIDX\0\0"
+ARRAY_NAMES = (
+    "func_low", "func_high", "func_id",          # function ranges sorted by low; func_id -> func_* below
+    "func_name", "func_inl_start", "func_inl_end",  # per function: name id, slice of the inline arrays
+    "inl_low", "inl_high", "inl_depth", "inl_name", "inl_call_file", "inl_call_line", "inl_call_col",
+    "line_addr", "line_file", "line_line", "line_col",  # rows sorted by address; file -1 ends a sequence
+    "sym_low", "sym_high", "sym_name", "sym_file",  # symbol table ranges sorted by low (file: STT_FILE)
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Location:
+    """One (possibly inlined) frame of a lookup, innermost first."""
+
+    function: str | None
+    file: str | None
+    line: int | None
+    column: int | None
+
+
+class SymbolIndex:
+    """Lookups over one binary's arrays. Build with `build_index`, or load from the cache."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], names: list[str], files: list[str], meta: dict) -> None:
+        self.a = arrays
+        self.names = names
+        self.files = files
+        self.meta = meta
+        self._by_name: dict[str, int] | None = None
+
+    # -- queries ------------------------------------------------------------------------------------
+    @property
+    def has_dwarf(self) -> bool:
+        return bool(self.meta.get("has_dwarf"))
+
+    def lookup(self, vaddr: int) -> tuple[list[Location], str]:
+        """The inline chain at `vaddr` (innermost first) and where it came from: 'dwarf', 'symtab' or ''."""
+        return self.lookup_many([vaddr])[0]
+
+    def lookup_many(self, vaddrs: Sequence[int]) -> list[tuple[list[Location], str]]:
+        a = self.a
+        q = np.asarray(vaddrs, dtype=np.uint64)
+        fi = np.searchsorted(a["func_low"], q, side="right").astype(np.int64) - 1
+        li = np.searchsorted(a["line_addr"], q, side="right").astype(np.int64) - 1
+        si = np.searchsorted(a["sym_low"], q, side="right").astype(np.int64) - 1
+        out = []
+        for k, addr in enumerate(q.tolist()):
+            func = self._func_at(int(fi[k]), addr)
+            row = self._line_at(int(li[k]))
+            if func is not None:
+                out.append((self._chain(func, addr, row), "dwarf"))
+                continue
+            sym = self._sym_at(int(si[k]), addr)
+            if sym is not None:
+                file, line, col = row if row else (sym[1], 0 if sym[1] else None, None)
+                out.append(([Location(sym[0], file, line, col)], "symtab"))
+            elif row is not None:
+                out.append(([Location(None, *row)], "dwarf"))
+            else:
+                out.append(([], ""))
+        return out
+
+    def _func_at(self, i: int, addr: int) -> int | None:
+        a = self.a
+        # Function ranges can nest (rarely overlap); walk back a little for the innermost that covers addr.
+        for j in range(i, max(i - 4, -1), -1):
+            if int(a["func_low"][j]) <= addr < int(a["func_high"][j]):
+                return int(a["func_id"][j])
+        return None
+
+    def _line_at(self, i: int) -> tuple[str, int, int] | None:
+        a = self.a
+        if i < 0 or int(a["line_file"][i]) < 0:
+            return None
+        return self.files[int(a["line_file"][i])], int(a["line_line"][i]), int(a["line_col"][i])
+
+    def _sym_at(self, i: int, addr: int) -> tuple[str, str | None] | None:
+        a = self.a
+        if i < 0 or not (int(a["sym_low"][i]) <= addr < int(a["sym_high"][i])):
+            return None
+        f = int(a["sym_file"][i])
+        return self.names[int(a["sym_name"][i])], (self.files[f] if f >= 0 else None)
+
+    def _chain(self, func: int, addr: int, row: tuple[str, int, int] | None) -> list[Location]:
+        a = self.a
+        start, end = int(a["func_inl_start"][func]), int(a["func_inl_end"][func])
+        inl: list[int] = []
+        if end > start:
+            lo = a["inl_low"][start:end]
+            hi = a["inl_high"][start:end]
+            hits = np.nonzero((lo <= addr) & (hi > addr))[0]
+            # One DIE per depth: the deepest range wins (DFS order keeps parents before children).
+            by_depth: dict[int, int] = {}
+            for h in hits.tolist():
+                by_depth[int(a["inl_depth"][start + h])] = start + h
+            depth = 1
+            while depth in by_depth:
+                inl.append(by_depth[depth])
+                depth += 1
+        file, line, col = row if row else (None, None, None)
+        chain: list[Location] = []
+        # Innermost first: each inlined call's own code is located by the line table (for the innermost)
+        # or by the call site recorded on the next-inner inlined DIE.
+        for j in reversed(inl):
+            chain.append(Location(self.names[int(a["inl_name"][j])], file, line, col))
+            cf = int(a["inl_call_file"][j])
+            file = self.files[cf] if cf >= 0 else None
+            line, col = int(a["inl_call_line"][j]), int(a["inl_call_col"][j])
+        chain.append(Location(self.names[int(a["func_name"][func])], file, line, col))
+        return chain
+
+    def symbol_address(self, name: str) -> int | None:
+        """Start address of a function named `name` (DWARF first, then the symbol table)."""
+        if self._by_name is None:
+            by_name: dict[str, int] = {}
+            a = self.a
+            for low, nid in zip(a["sym_low"].tolist(), a["sym_name"].tolist()):
+                by_name.setdefault(self.names[nid], low)
+            func_start: dict[int, int] = {}
+            for low, fid in zip(a["func_low"].tolist(), a["func_id"].tolist()):
+                if fid not in func_start or low < func_start[fid]:
+                    func_start[fid] = low
+            for fid, low in func_start.items():
+                by_name.setdefault(self.names[int(a["func_name"][fid])], low)
+            self._by_name = by_name
+        return self._by_name.get(name)
+
+    def defined_functions(self) -> set[str]:
+        """Names of the functions this binary defines (for interposition conflicts)."""
+        return set(self.meta.get("defined", []))
+
+    def line_rows_of(self, low: int, high: int) -> list[tuple[str, int]]:
+        """(file, line) of every line-table row in [low, high): to re-check an already-resolved frame."""
+        a = self.a
+        i = int(np.searchsorted(a["line_addr"], np.uint64(low), side="left"))
+        j = int(np.searchsorted(a["line_addr"], np.uint64(high), side="left"))
+        out = []
+        for k in range(i, j):
+            f = int(a["line_file"][k])
+            if f >= 0:
+                out.append((self.files[f], int(a["line_line"][k])))
+        return out
+
+    def function_ranges(self, name: str) -> list[tuple[int, int]]:
+        a = self.a
+        out = []
+        for low, high, fid in zip(a["func_low"].tolist(), a["func_high"].tolist(), a["func_id"].tolist()):
+            if self.names[int(a["func_name"][fid])] == name:
+                out.append((low, high))
+        if not out:
+            for low, high, nid in zip(a["sym_low"].tolist(), a["sym_high"].tolist(), a["sym_name"].tolist()):
+                if self.names[nid] == name:
+                    out.append((low, high))
+        return out
+
+
+# -- building ---------------------------------------------------------------------------------------
+class IndexBuilder:
+    """Collects rows from DWARF and symbol tables, then freezes them into a SymbolIndex."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._name_ids: dict[str, int] = {}
+        self.files: list[str] = []
+        self._file_ids: dict[str, int] = {}
+        self.funcs: list[tuple[int, list[tuple[int, int]]]] = []  # (name id, ranges)
+        self.inlines: list[list[tuple]] = []  # per function: (low, high, depth, name, file, line, col)
+        self.lines: list[tuple[list[int], list[int], list[int], list[int]]] = []
+        self.syms: list[tuple[int, int, int, int]] = []  # (low, high, name id, file id or -1)
+        self.defined: set[str] = set()
+
+    def name_id(self, name: str) -> int:
+        nid = self._name_ids.get(name)
+        if nid is None:
+            nid = self._name_ids[name] = len(self.names)
+            self.names.append(name)
+        return nid
+
+    def file_id(self, path: str) -> int:
+        fid = self._file_ids.get(path)
+        if fid is None:
+            fid = self._file_ids[path] = len(self.files)
+            self.files.append(path)
+        return fid
+
+    def add_function(self, name: str, ranges: list[tuple[int, int]]) -> int:
+        self.funcs.append((self.name_id(name), ranges))
+        self.inlines.append([])
+        return len(self.funcs) - 1
+
+    def add_symbol(self, name: str, low: int, high: int, file: str | None = None) -> None:
+        self.syms.append((low, high, self.name_id(name), self.file_id(file) if file else -1))
+
+    def freeze(self, meta: dict) -> SymbolIndex:
+        u8, i4 = np.uint64, np.int32
+        f_low, f_high, f_id = [], [], []
+        for fid, (_nid, ranges) in enumerate(self.funcs):
+            for lo, hi in ranges:
+                f_low.append(lo)
+                f_high.append(hi)
+                f_id.append(fid)
+        order = np.argsort(np.asarray(f_low, dtype=u8), kind="stable")
+        arrays: dict[str, np.ndarray] = {
+            "func_low": np.asarray(f_low, dtype=u8)[order],
+            "func_high": np.asarray(f_high, dtype=u8)[order],
+            "func_id": np.asarray(f_id, dtype=i4)[order],
+            "func_name": np.asarray([nid for nid, _ in self.funcs], dtype=i4),
+        }
+        starts, ends, inl_rows = [], [], []
+        for rows in self.inlines:
+            starts.append(len(inl_rows))
+            inl_rows.extend(rows)
+            ends.append(len(inl_rows))
+        arrays["func_inl_start"] = np.asarray(starts, dtype=i4)
+        arrays["func_inl_end"] = np.asarray(ends, dtype=i4)
+        cols = list(zip(*inl_rows)) if inl_rows else [[]] * 7
+        for name, col, dt in zip(
+            ("inl_low", "inl_high", "inl_depth", "inl_name", "inl_call_file", "inl_call_line", "inl_call_col"),
+            cols,
+            (u8, u8, i4, i4, i4, i4, i4),
+        ):
+            arrays[name] = np.asarray(col, dtype=dt)
+        la, lf, ll, lc = [], [], [], []
+        for addr, file, line, col in self.lines:
+            la.extend(addr)
+            lf.extend(file)
+            ll.extend(line)
+            lc.extend(col)
+        addr_arr = np.asarray(la, dtype=u8)
+        file_arr = np.asarray(lf, dtype=i4)
+        # Sort by address; at equal addresses a sequence end sorts first so the next sequence's row wins,
+        # and rows of one sequence keep their order (the last row at an address is the answer).
+        order = np.lexsort((file_arr >= 0, addr_arr))
+        arrays["line_addr"] = addr_arr[order]
+        arrays["line_file"] = file_arr[order]
+        arrays["line_line"] = np.asarray(ll, dtype=i4)[order]
+        arrays["line_col"] = np.asarray(lc, dtype=i4)[order]
+        syms = sorted(self.syms)
+        arrays["sym_low"] = np.asarray([s[0] for s in syms], dtype=u8)
+        arrays["sym_high"] = np.asarray([s[1] for s in syms], dtype=u8)
+        arrays["sym_name"] = np.asarray([s[2] for s in syms], dtype=i4)
+        arrays["sym_file"] = np.asarray([s[3] for s in syms], dtype=i4)
+        meta = dict(meta)
+        meta["defined"] = sorted(self.defined)
+        return SymbolIndex(arrays, self.names, self.files, meta)
+
+
+# -- on-disk cache ----------------------------------------------------------------------------------
+def cache_dir() -> str:
+    """$ASCIICHAT_DIAG_CACHE_DIR, else $XDG_CACHE_HOME/asciichat-diag, else ~/.cache/asciichat-diag."""
+    explicit = os.environ.get("ASCIICHAT_DIAG_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "asciichat-diag")
+
+
+def cache_key(path: str, build_id: str | None, debug_path: str | None) -> str:
+    """Build-id when the binary has one; otherwise path + size + mtime of the binary and its debug file."""
+    parts = [f"v{INDEX_FORMAT}"]
+    if build_id:
+        parts.append("bid:" + build_id)
+        # The same build-id with or without its separate debug file gives different answers.
+        parts.append("dbg:" + ("yes" if debug_path else "no"))
+    else:
+        for p in (path, debug_path):
+            if p:
+                st = os.stat(p)
+                parts.append(f"{os.path.realpath(p)}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def save_index(index: SymbolIndex, key: str) -> str | None:
+    """Write the index atomically; an unwritable cache is not an error (the answer does not change)."""
+    directory = cache_dir()
+    try:
+        os.makedirs(directory, exist_ok=True)
+        header_arrays = []
+        blobs = []
+        offset = 0
+        for name in ARRAY_NAMES:
+            arr = np.ascontiguousarray(index.a[name])
+            raw = arr.tobytes()
+            header_arrays.append([name, arr.dtype.str, len(arr), offset])
+            blobs.append(raw)
+            offset += len(raw)
+        header = json.dumps(
+            {"arrays": header_arrays, "names": index.names, "files": index.files, "meta": index.meta}
+        ).encode()
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(CACHE_MAGIC + struct.pack("<Q", len(header)) + header)
+            for raw in blobs:
+                fh.write(raw)
+        final = os.path.join(directory, key + ".idx")
+        os.replace(tmp, final)
+        return final
+    except OSError:
+        return None
+
+
+def load_index(key: str) -> SymbolIndex | None:
+    path = os.path.join(cache_dir(), key + ".idx")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    try:
+        if data[:8] != CACHE_MAGIC:
+            return None
+        (hlen,) = struct.unpack_from("<Q", data, 8)
+        header = json.loads(data[16 : 16 + hlen])
+        base = 16 + hlen
+        arrays = {}
+        for name, dtype, count, offset in header["arrays"]:
+            arrays[name] = np.frombuffer(data, dtype=np.dtype(dtype), count=count, offset=base + offset)
+        if set(arrays) != set(ARRAY_NAMES):
+            return None
+        return SymbolIndex(arrays, header["names"], header["files"], header["meta"])
+    except (ValueError, KeyError, struct.error, TypeError):
+        return None  # a damaged cache file is rebuilt, never trusted
+
+
+ProgressFn = Callable[[int, int], None]
