@@ -186,7 +186,71 @@ def table(seconds: float) -> int:
                 f"{'holds' if holds else 'MISSES'}"
             )
     print(f"target (32 clients x {FPS} fps on one core): {'HOLDS' if ok else 'MISSED'} in every required 32-client row")
+    print(h265_figures())
+    for talkers in (9, 32):
+        print(audio_figures(talkers))
     return 0 if ok else 1
+
+
+def h265_figures(frames: int = 60) -> str:
+    """Decode cost of a 480x270 HEVC stream (the native HEAD client's size) with PyAV, to RGB."""
+    import fractions
+
+    import av
+
+    from asciichat_server.media import H265Decoder
+
+    if "libx265" not in av.codecs_available:
+        return "h265: libx265 encoder missing from PyAV's FFmpeg, decode cost not measured"
+    enc = av.CodecContext.create("libx265", "w")
+    enc.width, enc.height, enc.pix_fmt = 480, 270, "yuv420p"
+    enc.time_base, enc.framerate = fractions.Fraction(1, 30), 30
+    enc.options = {"preset": "ultrafast", "tune": "zerolatency", "x265-params": "log-level=none:keyint=30"}
+    content = camera_frames(30, 3)
+    packets = []
+    for i in range(frames):
+        img = np.ascontiguousarray(np.resize(content[i % 30], (270, 480, 3)))
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        packets.extend(bytes(p) for p in enc.encode(frame))
+    dec = H265Decoder()
+    start = time.process_time()
+    decoded = sum(dec.decode(p) is not None for p in packets)
+    cpu = time.process_time() - start
+    return (
+        f"h265: {decoded} frames 480x270 decoded to RGB, {cpu / decoded * 1e3:.2f} ms CPU each "
+        f"(32 senders at 30 fps would need {cpu / decoded * 32 * 30:.2f} core-s/s; decoder threads may use both cores)"
+    )
+
+
+def audio_figures(talkers: int, seconds: float = 2.0) -> str:
+    """Every client talking (Opus in), every client listening (Opus out), mixed every 40 ms."""
+    import av
+
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate, enc.layout, enc.format, enc.bit_rate = 48000, "mono", "flt", 64000
+    t = np.arange(48000) / 48000
+    pcm = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    packets = []
+    for i in range(50):
+        f = av.AudioFrame.from_ndarray(pcm[i * 960 : (i + 1) * 960].reshape(1, -1), format="flt", layout="mono")
+        f.sample_rate, f.pts = 48000, i * 960
+        packets.extend(bytes(p) for p in enc.encode(f))
+    mixer = AudioMixer()
+    for c in range(talkers):
+        mixer.add_listener(c)
+    steps = int(seconds / 0.04)
+    start = time.process_time()
+    for step in range(steps):
+        for c in range(talkers):
+            mixer.push_opus(c, packets[(2 * step) % 48 : (2 * step) % 48 + 2])
+        for c in range(talkers):
+            mixer.mix_for(c)
+    cpu = time.process_time() - start
+    return (
+        f"audio: {talkers} talking + listening, {cpu / seconds:.3f} core-s per second of audio "
+        f"({mixer.stats.frames_decoded} decoded, {mixer.stats.frames_encoded} encoded frames)"
+    )
 
 
 def rss_mb() -> float:
