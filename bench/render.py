@@ -317,9 +317,10 @@ def soak(seconds: float) -> int:
     rss_end = rss_mb()
     reference = rss_warm if rss_warm is not None else rss_start
     change = (rss_end - reference) / reference * 100
+    elapsed = time.monotonic() - t0
     print(
-        f"  delivered {delivered} video frames, {audio_frames} audio frames, CPU {cpu:.1f} s "
-        f"({cpu / seconds * 100:.0f}% of one core)"
+        f"  delivered {delivered} video frames ({tick / elapsed:.1f} ticks/s of {FPS}), {audio_frames} audio frames, "
+        f"CPU {cpu:.1f} s ({cpu / elapsed * 100:.0f}% of one core), load average {os.getloadavg()[0]:.1f}"
     )
     print(f"  caches: {comp.cache_sizes()}")
     print(
