@@ -6,9 +6,9 @@
 The server always runs in a separate process (so client and server do not share a CPU):
   * "bare aiohttp": a plain aiohttp WebSocketResponse that counts messages (the baseline peer);
   * "our ws transport": start_ws with a room that only counts messages (WS layer + watchdog);
-  * "server":    the real ``asciichat-server`` (--no-encrypt for frames: no ACIP crypto in the
-                 figure; default encrypted mode for the storm, each cycle waits for the server's
-                 first handshake packet).
+  * "asciichat-server": the real server, --no-encrypt (no ACIP crypto in the figure) and in its
+                 default encrypted mode (full handshake, every packet ENCRYPTED); the storm runs
+                 against the encrypted server, each cycle waiting for its first handshake packet.
 Frames are counted by the server (/metrics frames_in), so a figure means frames received whole.
 """
 
@@ -104,12 +104,54 @@ async def _serve_counting(plain: bool) -> None:
 # --- client side ---------------------------------------------------------------------------------
 
 
-def image_frame_packet() -> bytes:
+def image_frame_payload() -> bytes:
     from asciichat_server.protocol.payloads import ImageFrame
 
     pixels = os.urandom(FRAME_W * FRAME_H * 3)
-    payload = ImageFrame(width=FRAME_W, height=FRAME_H, pixels=pixels).encode()
-    return encode_packet(PacketType.IMAGE_FRAME, payload)
+    return ImageFrame(width=FRAME_W, height=FRAME_H, pixels=pixels).encode()
+
+
+def image_frame_packet() -> bytes:
+    return encode_packet(PacketType.IMAGE_FRAME, image_frame_payload())
+
+
+async def encrypted_throughput(base: str, frames: int) -> tuple[float, int]:
+    """Full ACIP session over WS (X25519 handshake, every packet ENCRYPTED), then ``frames`` IMAGE_FRAMEs."""
+    from asciichat_server.protocol.connection import ClientConnection, ClientSecurity
+    from asciichat_server.protocol.events import HandshakeComplete
+
+    payload = image_frame_payload()
+    conn = ClientConnection(ClientSecurity(), "ws")
+    conn.start()
+    async with aiohttp.ClientSession() as session:
+        before = await frames_in(session, base)
+        async with session.ws_connect(base + "/", protocols=("acip",), max_msg_size=0) as ws:
+            done = False
+            while not done:
+                msg = await ws.receive(timeout=5)
+                done = any(isinstance(e, HandshakeComplete) for e in conn.receive_message(msg.data))
+                for data in conn.data_to_send():
+                    await ws.send_bytes(data)
+            for packet in _plaintext_preamble():
+                conn.send(int.from_bytes(packet[8:10], "big"), packet[22:])
+
+            async def drain() -> None:  # ASCII frames come back; decrypt them like a client would
+                async for msg in ws:
+                    conn.receive_message(msg.data)
+
+            reader = asyncio.ensure_future(drain())
+            started = time.perf_counter()
+            for _ in range(frames):
+                conn.send(PacketType.IMAGE_FRAME, payload)
+                for data in conn.data_to_send():
+                    await ws.send_bytes(data)
+            deadline = time.perf_counter() + 60
+            while (seen := await frames_in(session, base)) < before + frames and time.perf_counter() < deadline:
+                await asyncio.sleep(0.005)
+            elapsed = time.perf_counter() - started
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+    return elapsed, seen - before
 
 
 async def frames_in(session: aiohttp.ClientSession, base: str) -> int:
@@ -119,8 +161,13 @@ async def frames_in(session: aiohttp.ClientSession, base: str) -> int:
     return int(match[1]) if match else 0
 
 
-async def throughput(base: str, frames: int, preamble: list[bytes]) -> tuple[float, int]:
-    """Send ``frames`` IMAGE_FRAMEs on one connection; seconds until the server counted them all."""
+async def throughput(base: str, frames: int, preamble: list[bytes], counted_preamble: bool = True) -> tuple[float, int]:
+    """Send ``frames`` IMAGE_FRAMEs on one connection; seconds until the server counted them all.
+
+    The counting room counts every message; the real room counts IMAGE_FRAMEs only
+    (``counted_preamble`` False), so the handshake-free preamble is not expected in frames_in.
+    """
+    extra = len(preamble) if counted_preamble else 0
     packet = image_frame_packet()
     async with aiohttp.ClientSession() as session:
         before = await frames_in(session, base)
@@ -136,14 +183,14 @@ async def throughput(base: str, frames: int, preamble: list[bytes]) -> tuple[flo
             started = time.perf_counter()
             for _ in range(frames):
                 await ws.send_bytes(packet)
-            target = before + len(preamble) + frames
+            target = before + extra + frames
             deadline = time.perf_counter() + 60
             while (seen := await frames_in(session, base)) < target and time.perf_counter() < deadline:
                 await asyncio.sleep(0.005)
             elapsed = time.perf_counter() - started
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-    return elapsed, seen - before - len(preamble)
+    return elapsed, seen - before - extra
 
 
 async def storm(base: str, cycles: int, parallel: int, wait_first: bool) -> tuple[float, int]:
@@ -247,7 +294,7 @@ async def main(args: argparse.Namespace) -> int:
         try:
             base = _ws_base(match)
             preamble = _plaintext_preamble()
-            elapsed, got = await throughput(base, args.frames, preamble)
+            elapsed, got = min([await throughput(base, args.frames, preamble, False) for _ in range(args.repeat)])
             _report("asciichat-server --no-encrypt", elapsed, got, size)
         except Exception as exc:
             print(f"server (--no-encrypt)       : not measured: {type(exc).__name__}: {exc}")
@@ -257,10 +304,12 @@ async def main(args: argparse.Namespace) -> int:
     try:
         proc, match = _spawn(server_cmd, READY_RE)
     except RuntimeError as exc:
-        print(f"server storm                : not measured: {exc}")
+        print(f"server (encrypted)          : not measured: {exc}")
     else:
         try:
             base = _ws_base(match)
+            elapsed, got = min([await encrypted_throughput(base, args.frames) for _ in range(args.repeat)])
+            _report("asciichat-server encrypted  ", elapsed, got, size)
             elapsed, failures = await storm(base, args.storm, args.parallel, wait_first=True)
             print(
                 f"asciichat-server storm      : {args.storm} connect/first-packet/close in {elapsed:.2f} s = "
