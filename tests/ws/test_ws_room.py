@@ -154,6 +154,24 @@ async def test_plaintext_ws_mode_serves_clients_without_handshake(acip_server, a
         await client.close()
 
 
+async def test_configured_plaintext_ws_mode_on_an_encrypted_server(acip_server, acip) -> None:
+    # ACIP 6.5: the c41 native client cannot survive a key exchange over WS; --ws-plaintext serves
+    # it without one, while TCP clients still must encrypt.
+    server = await acip_server(ws_plaintext=True)
+    async with aiohttp.ClientSession() as session:
+        client = await acip.ws.connect(session, server.ws_port, encrypt=False)
+        await client.join()
+        await client.send(PacketType.IMAGE_FRAME, _frame())
+        await client.pump_until(lambda: bool(client.of_type(PacketType.ASCII_FRAME)))
+        assert PacketType.CRYPTO_KEY_EXCHANGE_INIT not in client.types()
+        tcp = await acip.tcp.connect(server.tcp_port)
+        await tcp.join()
+        assert tcp.conn.encrypted
+        await client.pump_until(lambda: _saw_state(client, 2))
+        await tcp.close()
+        await client.close()
+
+
 # --- storm over both transports --------------------------------------------------------------------
 
 
