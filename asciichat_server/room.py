@@ -251,7 +251,10 @@ class Room:
         self.metrics.connections_total += 1
         if not self._free_slots:
             self.metrics.rejected_full += 1
-            _log.warning(
+            log_every(
+                _log,
+                logging.WARNING,
+                1.0,
                 "%s %s rejected: server full (%d/%d)",
                 tag or "[CONNECT]",
                 link.peer,
@@ -281,7 +284,9 @@ class Room:
         if task is not None:
             self._tasks.add(task)
         if tag:
-            _log.info(
+            # DEBUG like [WS_CONNECT]; one line per connection (no rate limit) so `diag logs` can pair
+            # every connect with its disconnect and its reason.
+            _log.debug(
                 "%s id=%d peer=%s slot=%d clients=%d/%d",
                 tag,
                 client.id,
@@ -421,7 +426,7 @@ class Room:
                 await task
         await _quiet_close(client.link, reason)
         if client.link.kind == "tcp":
-            _log.info(
+            _log.debug(
                 "[TCP_DISCONNECT] id=%d peer=%s cleanup=done active=%s reason=%s duration=%.2fs clients=%d/%d",
                 client.id,
                 client.link.peer,

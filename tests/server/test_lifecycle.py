@@ -101,7 +101,7 @@ async def test_shutdown_closes_every_client(helpers, no_task_leaks):
 
 
 async def test_each_client_is_removed_exactly_once(start_server, helpers, caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)
     server = await start_server(max_clients=3, idle_timeout_s=0.5)
     a = await helpers.AcipClient.connect(server.tcp_port)
     b = await helpers.AcipClient.connect(server.tcp_port)
