@@ -48,7 +48,14 @@ class VideoSource:
 
     source_id: int
     seq: int
-    pixels: np.ndarray  # H x W x 3 uint8, RGB
+    pixels: np.ndarray  # H x W x 3 uint8, RGB (an RGBA array is accepted; alpha is ignored)
+
+    def __post_init__(self) -> None:
+        p = self.pixels
+        if not isinstance(p, np.ndarray) or p.dtype != np.uint8 or p.ndim != 3 or p.shape[2] not in (3, 4):
+            raise ValueError("video pixels must be an H x W x 3 (or 4) uint8 array")
+        if p.shape[0] < 1 or p.shape[1] < 1:
+            raise ValueError(f"video frame {p.shape[1]}x{p.shape[0]} is empty")
 
     @classmethod
     def from_image_frame(cls, source_id: int, seq: int, width: int, height: int, data: bytes) -> VideoSource:

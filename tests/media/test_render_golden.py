@@ -170,6 +170,12 @@ def test_rgba_and_bad_image_frames() -> None:
         VideoSource.from_image_frame(5, 1, 2, 1, b"\0" * 5)
     with pytest.raises(ValueError):
         VideoSource.from_image_frame(5, 1, 0, 1, b"")
+    for bad in (np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8)):
+        with pytest.raises(ValueError):
+            VideoSource(1, 1, bad)
+    # RGBA arrays render like their RGB part
+    rgba = np.concatenate([grey_image(), np.full((4, 4, 1), 7, np.uint8)], axis=2)
+    assert render(rgba, cols=4, rows=2) == b" :0M\n.dON"
 
 
 def test_spec_validation() -> None:
