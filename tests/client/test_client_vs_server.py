@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import nacl.signing
 import pytest
 
+ROOT = Path(__file__).resolve().parents[2]
 STANDARD_PALETTE = set("   ...',;:clodxkO0KXNWM")
 SNAPSHOT = ["--test-pattern", "--snapshot", "--snapshot-delay", "0.5", "--fps", "10", "--color-level", "none"]
 
@@ -121,7 +132,6 @@ def test_encrypting_client_against_plaintext_server_fails_cleanly(server_factory
 
 
 def test_nobody_listening(run_client) -> None:
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -152,3 +162,82 @@ def test_websocket_password(server_factory, run_client) -> None:
     assert good.returncode == 0, good.stderr
     bad = run_client(server.ws, *SNAPSHOT, "--password", "wrong horse battery")
     assert bad.returncode != 0 and bad.stdout == ""
+
+
+def test_file_image_snapshot(server_factory, run_client, tmp_path) -> None:
+    # Left half black, right half white: the frame must be blank on the left and dense on the right.
+    pixels = bytearray()
+    for _row in range(90):
+        pixels += bytes([0, 0, 0]) * 80 + bytes([255, 255, 255]) * 80
+    image = tmp_path / "halves.ppm"
+    image.write_bytes(b"P6\n160 90\n255\n" + bytes(pixels))
+    server = server_factory()
+    result = run_client(server.tcp, "--file", str(image), *SNAPSHOT[1:], "-x", "32", "-y", "9")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.rstrip("\n").split("\n")
+    assert len(lines) == 9
+    for line in lines:
+        assert line[:14].strip() == ""  # black -> the palette's blank end
+        assert set(line[18:32]) == {"M"}  # white -> the densest character
+
+
+def test_streaming_piped_until_sigint(server_factory, tmp_path) -> None:
+
+    server = server_factory()
+    cmd = [sys.executable, "-m", "asciichat_server.client.cli", server.tcp, "-x", "20", "-y", "6", "--fps", "15"]
+    cmd += ["--color-level", "none"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 20
+    while len(lines) < 6 * 4 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    lines += out.split("\n")
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    # Piped: frames one after another, each ended by a newline; the pattern moves, so frames differ.
+    assert len(lines) >= 6 * 3, len(lines)
+    assert not any("\x1b[" in line for line in lines)
+    assert len({tuple(lines[i : i + 5]) for i in range(0, len(lines) - 5, 5)}) > 1
+
+
+def test_tty_output_uses_cursor_home(server_factory, tmp_path) -> None:
+
+    server = server_factory()
+    leader, follower = pty.openpty()
+    cmd = [sys.executable, "-m", "asciichat_server.client.cli", server.tcp, "-x", "30", "-y", "8", "--fps", "15"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TERM="xterm-256color", COLORTERM="truecolor")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    received = b""
+    deadline = time.monotonic() + 8
+    try:
+        while time.monotonic() < deadline and received.count(b"\x1b[H") < 3:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                received += os.read(leader, 65536)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        while True:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if not ready:
+                break
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        os.close(leader)
+    assert proc.returncode == 0
+    assert received.count(b"\x1b[H") >= 3  # every frame redrawn from the top-left
+    assert b"\x1b[2J" in received  # cleared before the first frame
+    assert b"\x1b[38;2;" in received  # truecolor auto-detected from COLORTERM on a TTY
+    assert received.rstrip().endswith(b"\x1b[?25h") or b"\x1b[?25h" in received[-64:]  # cursor restored
