@@ -206,13 +206,13 @@ def _suppressed_cell(possibly: int, reported: int | None) -> str:
 
 def print_summary(summary: Summary, console: Console) -> None:
     if not console.is_terminal:
-        console.width = max(console.width, 220)  # a file or pipe gets whole rows, not wrapped cells
+        console.width = max(console.width, 400)  # a file or pipe gets whole rows, not squeezed cells
     console.print(
         f"[bold]{summary.records_matched}[/] records matched of {summary.records_seen} in {', '.join(summary.files)}"
     )
     tags = Table(title="Tags", title_justify="left")
     for col in ("tag", "count", "first", "last", "rate/s", "sites", "suppressed"):
-        tags.add_column(col, justify="right" if col in ("count", "rate/s", "sites") else "left")
+        tags.add_column(col, justify="right" if col in ("count", "rate/s", "sites") else "left", no_wrap=True)
     for t in summary.tags:
         tags.add_row(
             t.tag,
@@ -227,9 +227,10 @@ def print_summary(summary: Summary, console: Console) -> None:
     sites = Table(title="Call sites", title_justify="left")
     sites.add_column("site", no_wrap=True, overflow="ellipsis", max_width=48)
     for col in ("tag", "level", "count", "first", "last", "rate/s", "min gap", "median gap", "interval"):
-        sites.add_column(col, justify="right" if col in ("count", "rate/s", "min gap", "median gap") else "left")
-    sites.add_column("suppressed")
-    sites.add_column("message", overflow="ellipsis", no_wrap=True, max_width=60)
+        right = col in ("count", "rate/s", "min gap", "median gap")
+        sites.add_column(col, justify="right" if right else "left", no_wrap=True)
+    sites.add_column("suppressed", no_wrap=True)
+    sites.add_column("message", overflow="ellipsis", no_wrap=True, max_width=60, min_width=10)
     for s in summary.sites:
         if s.declared_interval_s is not None:
             interval = f"{format_interval(s.declared_interval_s)}s (declared)"

@@ -1,0 +1,80 @@
+"""The block prefilter must select exactly what parsing every record selects."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+
+from asciichat_diag.logs.dates import DateAssigner
+from asciichat_diag.logs.filters import Pipeline, RecordFilter, block_prefilters
+from asciichat_diag.logs.grep import GrepFilter, parse_grep
+from asciichat_diag.logs.parse import RecordParser
+from asciichat_diag.logs.reader import scan
+
+TAGS = ["WS_FLOW", "WS_REASSEMBLE", "WS_REASSEMBLY", "LWS_SERVICE", "TRANSPORT_LIFECYCLE", "WS_TIMING"]
+
+
+def make_log(n: int = 3000, seed: int = 7) -> bytes:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        t = f"{10 + i // 3600 % 10:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{rnd.randrange(10**6):06d}"
+        tag = rnd.choice(TAGS)
+        emoji = rnd.choice(["", "", "✅ ", "🔴 "])
+        level = rnd.choice(["DEV  ", "DEBUG", "INFO ", "WARN ", "ERROR"])
+        if rnd.random() < 0.5:
+            site = f"lib/net/ws_{rnd.randrange(3)}.c:{rnd.randrange(900)}@cb():"
+            head = f"[{t}] [{level}] [tid:{rnd.randrange(9)}] {site}"
+        else:
+            head = f"[{t}] [{level}]"
+        msg = f"{emoji}[{tag}] bind failed id={rnd.randrange(5)} handshake" if rnd.random() < 0.3 else f"[{tag}] n={i}"
+        if rnd.random() < 0.05:
+            msg = f"plain message without tag mentioning [WS_FLOW] later {i}"
+        lines = [f"{head} {msg}"]
+        if rnd.random() < 0.1:
+            lines += ["Signal: 11", f"  [WS_FLOW] inside a continuation {i}", "[0] 0x7f00 in frame"]
+        out.append("\n".join(lines) + "\n")
+    return "".join(out).encode()
+
+
+def select(data: bytes, tags: tuple[str, ...], greps: list[str], prefilter: bool, block: int) -> list[str]:
+    patterns = [parse_grep(g) for g in greps]
+    pipeline = Pipeline(RecordFilter(tags=tags), DateAssigner(anchor=None), GrepFilter(patterns) if patterns else None)
+    parser = RecordParser("x")
+    prefilters = block_prefilters(pipeline.record_filter, patterns, False) if prefilter else []
+    if prefilter:
+        assert prefilters, "this case should take the fast path"
+    fh = io.BytesIO(data)
+    hits = list(scan(fh, parser, pipeline.process, pipeline.assigner.observe, prefilters, 0, len(data), block))
+    hits += pipeline.process(parser.flush())
+    return [h.record.text() for h in hits]
+
+
+CASES = [
+    (("WS_REASSEMBL",), []),
+    (("WS_", "LWS_"), []),
+    ((), ["/bind|handshake/i"]),
+    ((), ["/^Signal/m", r"/id=3\b/"]),
+    ((), ["/failed.*\\n.*Signal/"]),
+    ((), ["/0x7f00 in/F"]),
+    ((), [r"/\[(WARN|ERROR)\s*\] \[tid/"]),
+    ((), ["/cb\\(\\):\\s+\\[WS_FLOW/s"]),
+]
+
+
+@pytest.mark.parametrize(("tags", "greps"), CASES)
+@pytest.mark.parametrize("block", [512, 4096, 1 << 20])
+def test_prefilter_equals_full_parse(tags: tuple[str, ...], greps: list[str], block: int) -> None:
+    data = make_log()
+    full = select(data, tags, greps, prefilter=False, block=1 << 20)
+    fast = select(data, tags, greps, prefilter=True, block=block)
+    assert full, "the case selects something"
+    assert fast == full
+
+
+def test_unsafe_patterns_skip_the_prefilter() -> None:
+    for spec in ["/x/I", "/x/A2", "/(?<=a)b/", r"/\Ax/"]:
+        assert block_prefilters(RecordFilter(), [parse_grep(spec)], False) == []
+    assert block_prefilters(RecordFilter(), [parse_grep("/x/")], True) == []  # NDJSON: rendered text differs

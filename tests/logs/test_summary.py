@@ -1,0 +1,121 @@
+"""--summary against a writer process with known rates, counts and client lifecycles."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WRITER = Path(__file__).with_name("writer.py")
+ROOT = Path(__file__).resolve().parents[2]
+C_FLOW = "lib/network/websocket/server.c:698"
+SERVER_FLOW = "asciichat_server/transport/ws.py:405"
+
+
+@pytest.fixture(scope="module")
+def rates_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("rates")
+    log, expected = tmp / "rates.log", tmp / "expected.json"
+    subprocess.run([sys.executable, str(WRITER), "rates", str(log), str(expected), "2.0"], check=True, timeout=60)
+    return log, json.loads(expected.read_text())
+
+
+def summary(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "asciichat_diag.cli", "logs", *args, "--summary", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_counts_per_site_and_tag_match_the_writer(rates_run: tuple[Path, dict]) -> None:
+    log, known = rates_run
+    s = summary(str(log))
+    sites = {x["key"]: x for x in s["sites"]}
+    assert sites[C_FLOW]["count"] == known["counts"][C_FLOW]
+    assert sites[SERVER_FLOW]["count"] == known["counts"][SERVER_FLOW]
+    reasm = next(x for x in s["sites"] if x["tag"] == "WS_REASSEMBLE")
+    assert reasm["count"] == known["counts"]["reassemble"]
+    tags = {t["tag"]: t for t in s["tags"]}
+    assert tags["WS_FLOW"]["count"] == known["counts"][C_FLOW] + known["counts"][SERVER_FLOW]
+    assert tags["WS_FLOW"]["sites"] == 2
+    assert tags["WS_CONNECT"]["count"] == known["counts"]["connect"] == 3
+    assert tags["WS_DISCONNECT"]["count"] == known["counts"]["disconnect"] == 3
+    assert s["records_matched"] == len(known["expected"])
+    # rate: the unlimited site logs every 50 ms
+    assert reasm["rate_per_s"] == pytest.approx(20, rel=0.25)
+    assert reasm["guessed_interval_s"] is None and reasm["possibly_suppressed"] == 0
+
+
+def test_rate_limited_sites_are_flagged(rates_run: tuple[Path, dict]) -> None:
+    log, known = rates_run
+    sites = {x["key"]: x for x in summary(str(log))["sites"]}
+    c_flow = sites[C_FLOW]
+    # C-style log_every(0.1 s): nothing in the line, the gaps give it away
+    assert c_flow["declared_interval_s"] is None
+    assert c_flow["guessed_interval_s"] == 0.1
+    assert c_flow["min_gap_s"] >= 0.098
+    truly_dropped = known["calls"][C_FLOW] - known["counts"][C_FLOW]
+    assert 0.5 * (c_flow["count"] - 1) <= c_flow["possibly_suppressed"] <= min(c_flow["count"] - 1, truly_dropped)
+    # server-style: the interval and the count are in the line
+    server = sites[SERVER_FLOW]
+    assert server["declared_interval_s"] == 0.2
+    assert server["reported_suppressed"] == known["reported_suppressed"][SERVER_FLOW]
+    assert server["reported_suppressed"] > 0
+
+
+def test_ws_lifecycle_timeline(rates_run: tuple[Path, dict]) -> None:
+    log, _ = rates_run
+    sessions = summary(str(log))["ws_sessions"]
+    assert [x["peer"] for x in sessions] == ["127.0.0.1:41001", "127.0.0.1:41002", "127.0.0.1:41003"]
+    assert [x["client_id"] for x in sessions] == ["1", "2", "3"]
+    assert all(x["state"] == "closed" and x["reason"] == "peer closed (1000)" for x in sessions)
+    for i, x in enumerate(sessions, start=1):
+        assert x["duration_s"] == pytest.approx(0.1 * i, abs=0.06)
+
+
+def test_filters_apply_before_the_summary(rates_run: tuple[Path, dict]) -> None:
+    log, known = rates_run
+    s = summary(str(log), "--tag", "WS_FLOW", "--level", "debug")
+    assert [x["key"] for x in s["sites"]] == [SERVER_FLOW]  # the C site logs at DEV
+    assert s["records_matched"] == known["counts"][SERVER_FLOW]
+    only_2 = summary(str(log), "--client", "2")
+    assert [x["tag"] for x in only_2["tags"]] == ["WS_DISCONNECT"]  # id=2 only appears there
+
+
+def test_rich_summary_renders(rates_run: tuple[Path, dict]) -> None:
+    log, _ = rates_run
+    out = subprocess.run(
+        [sys.executable, "-m", "asciichat_diag.cli", "logs", str(log), "--summary", "--color", "never"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0
+    assert "≈0.1s (known rate)" in out.stdout and "0.2s (declared)" in out.stdout
+    assert "Client lifecycles" in out.stdout and "peer closed (1000)" in out.stdout
+
+
+def test_line_view_marks_gaps_at_a_rate_limit(rates_run: tuple[Path, dict]) -> None:
+    log, _ = rates_run
+    out = subprocess.run(
+        [sys.executable, "-m", "asciichat_diag.cli", "logs", str(log), "--tag", "WS_FLOW", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    c_notes = [r["rate_note"] for r in records if r["file"] == C_FLOW.split(":")[0] and "rate_note" in r]
+    assert c_notes and all(n["interval_s"] == 0.1 and not n["declared"] for n in c_notes)
+    server_notes = [r["rate_note"] for r in records if r["file"] == SERVER_FLOW.split(":")[0] and "rate_note" in r]
+    assert server_notes and all(n["declared"] for n in server_notes)
+    assert sum(n["reported_suppressed"] or 0 for n in server_notes) > 0
