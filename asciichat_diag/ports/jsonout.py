@@ -12,8 +12,23 @@ from typing import Any, TextIO
 from asciichat_diag._common import to_jsonable
 from asciichat_diag.ports.model import BindReport, PortReport, SocketEntry
 
+_string = json.encoder.encode_basestring  # the C string escaper json itself uses (no ASCII forcing)
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, str):
+        return _string(v)
+    return repr(v)  # int, float
+
 
 def socket_dict(e: SocketEntry) -> dict[str, Any]:
+    """The JSON object for one socket (what `socket_row` writes, as a dict)."""
     return {
         "family": e.family,
         "state": e.state,
@@ -35,6 +50,21 @@ def socket_dict(e: SocketEntry) -> dict[str, Any]:
     }
 
 
+def socket_row(e: SocketEntry) -> str:
+    """socket_dict(e) as one line of JSON, formatted directly: 10,000 rows via dicts and the
+    encoder cost a fifth of a second; this is several times cheaper."""
+    v = _value
+    pids = ", ".join([str(p.pid) for p in e.processes])
+    holders = ", ".join([f"[{pid}, {fd}]" for pid, fd in e.holders])
+    return (
+        f'{{"family": {v(e.family)}, "state": {v(e.state)}, "local": {v(e.local)}, "remote": {v(e.remote)}, '
+        f'"local_ip": {v(e.local_ip)}, "local_port": {e.local_port}, "remote_ip": {v(e.remote_ip)}, '
+        f'"remote_port": {e.remote_port}, "side": {v(e.side)}, "v6only": {v(e.v6only)}, "timer": {v(e.timer)}, '
+        f'"time_left_s": {v(e.time_left_s)}, "uid": {v(e.uid)}, "user": {v(e.user)}, "inode": {v(e.inode)}, '
+        f'"pids": [{pids}], "holders": [{holders}]}}'
+    )
+
+
 def _split(obj: Any) -> tuple[dict[str, Any], list[SocketEntry], str]:
     """The report's plain fields, its socket list, and the key that list lives under."""
     key = "sockets" if isinstance(obj, PortReport) else "blockers"
@@ -45,14 +75,16 @@ def _split(obj: Any) -> tuple[dict[str, Any], list[SocketEntry], str]:
 def _render(obj: PortReport | BindReport, indent: str) -> str:
     fields, sockets, key = _split(obj)
     head = to_jsonable(fields)
-    processes: dict[str, Any] = {}
+    seen: dict[int, Any] = {}
     for e in sockets:
         for p in e.processes:
-            processes.setdefault(str(p.pid), to_jsonable(p))
-    head["processes"] = processes
+            if p.pid not in seen:
+                seen[p.pid] = p
+    head["processes"] = {str(pid): to_jsonable(p) for pid, p in sorted(seen.items())}
     body = json.dumps(head, indent=2, ensure_ascii=False)
     inner = indent + "  "
-    rows = ",\n".join(inner + "  " + json.dumps(socket_dict(e), ensure_ascii=False) for e in sockets)
+    prefix = inner + "  "
+    rows = ",\n".join([prefix + socket_row(e) for e in sockets])
     sock_text = f'{inner}"{key}": [\n{rows}\n{inner}]' if sockets else f'{inner}"{key}": []'
     # re-indent the head and splice the socket list in before its closing brace
     lines = body.splitlines()

@@ -53,6 +53,7 @@ TCP_STATES = (
     "NEW_SYN_RECV",
 )
 TCP_LISTEN = 10
+TCP_CLOSE = 7
 ALL_STATES = 0xFFF & ~1  # every real state (bit 0 is not a state)
 # idiag_timer values: what the `expires` field is counting down to.
 TIMER_NAMES = {0: None, 1: "retransmit", 2: "keepalive", 3: "timewait", 4: "zero-window-probe"}
@@ -157,7 +158,9 @@ def _parse(data: bytes, out: list[DiagSocket], addrs: _AddrCache) -> bool:
                 data, p
             )
             v6only = None
-            if msg_len > 16 + _MSG_SIZE:
+            # the kernel attaches INET_DIAG_SKV6ONLY to IPv6 sockets in LISTEN or CLOSE only; skip
+            # the attribute walk (SHUTDOWN etc.) for the thousands of connections
+            if family == socket.AF_INET6 and state in (TCP_LISTEN, TCP_CLOSE) and msg_len > 16 + _MSG_SIZE:
                 attr = p + _MSG_SIZE
                 msg_end = offset + msg_len
                 while attr + 4 <= msg_end:

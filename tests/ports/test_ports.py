@@ -352,3 +352,16 @@ def test_watch_refreshes_until_interrupted(net, port, sockets) -> None:
             proc.kill()
     assert proc.returncode == 0, err
     assert f"port {port}: OK" in out and "Ctrl-C to stop" in out
+
+
+def test_json_rows_equal_the_dict_form(net, port, sockets) -> None:
+    from asciichat_diag.ports.jsonout import socket_dict, socket_row
+
+    lst = net.listener("127.0.0.1", port)
+    sockets.append(lst)
+    sockets.append(net.listener("::1", port, v6only=True))
+    net.make_time_wait(lst, 1)
+    report = gather_port(port, probe=False)
+    weird = SocketEntry("IPv4", "LISTEN", "127.0.0.1", 1, "0.0.0.0", 0, "local", None, None, 1.5, 7, 'a"b\\\\ü', 9, [])
+    for e in [*report.sockets, weird]:
+        assert json.loads(socket_row(e)) == socket_dict(e)
