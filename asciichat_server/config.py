@@ -77,7 +77,7 @@ class ServerConfig:
     # Browsers never ping; native clients ping every 1 s (ACIP 3.8: tolerate >= 10 s of silence).
     idle_timeout_s: float = 15.0
     # Native clients drop after 1-2 s without input; send something at least this often.
-    keepalive_interval_s: float = 0.4
+    keepalive_interval_s: float = 0.3
     # Audio batches go out at this period (20-40 ms keeps the client's jitter buffer fed).
     audio_interval_s: float = 0.04
     # Highest frame rate the server renders for any receiver (c41 caps its send loop at 60 fps).
