@@ -353,6 +353,10 @@ class WsLink:
         self.client_id: int | None = None
         #: First reason the connection ended for (ours or the peer's).
         self.close_reason = ""
+        #: Room may set this on removal (the client was a joined member); shown in [WS_DISCONNECT].
+        self.active: bool | None = None
+        #: True when we ended the connection while the peer was still there.
+        self.closed_by_server = False
         self._closing: asyncio.Task[None] | None = None
         self._recv_done = False
         self._sends_waiting = 0
@@ -443,6 +447,7 @@ class WsLink:
         if reason:
             self._note_reason(reason)
         if self._closing is None:
+            self.closed_by_server = not self._recv_done and not self._ws.closed
             if code is None:
                 code = close_code_for(reason)
             self._closing = asyncio.ensure_future(self._close(code, reason or "bye"))
@@ -478,14 +483,20 @@ class WsLink:
             _fmt_id(self.client_id),
             self.peer,
         )
-        transport = self._request.transport
-        if transport is None or transport.is_closing():
-            return
-        # Written directly rather than through ws.close(): that would wait for the peer's close
-        # frame, which the watchdog no longer parses (the stalled message's bytes are discarded).
-        # aiohttp writes each frame synchronously, so this cannot land inside another frame.
+        self.closed_by_server = self.closed_by_server or not self._recv_done
+        _abort_transport(self._request.transport)
+
+
+def _abort_transport(transport: asyncio.BaseTransport | None) -> None:
+    """Close frame 1008 "reassembly timeout", then close the socket; never waits."""
+    if transport is None or transport.is_closing():
+        return
+    # Written directly rather than through ws.close(): that would wait for the peer's close frame,
+    # which the watchdog no longer parses (the stalled message's bytes are discarded). aiohttp
+    # writes each frame with synchronous transport writes, so this cannot land inside another frame.
+    if isinstance(transport, asyncio.WriteTransport):
         transport.write(close_frame(CLOSE_POLICY_VIOLATION, "reassembly timeout"))
-        transport.close()
+    transport.close()
 
 
 def close_code_for(reason: str) -> int:
@@ -577,6 +588,9 @@ async def _serve_websocket(request: web.Request) -> web.StreamResponse:
     def on_timeout(info: ReassemblyTimeout) -> None:
         if link_box:
             link_box[0].abort_reassembly(info)
+        else:  # the upgrade has not finished yet: nobody to tell, just end the connection
+            state.metrics.reassembly_timeouts += 1
+            _abort_transport(request.transport)
 
     ws = _AcipWebSocketResponse(
         protocols=(SUBPROTOCOL,),
@@ -618,7 +632,9 @@ async def _serve_websocket(request: web.Request) -> web.StreamResponse:
         link._note_reason(f"internal error: {exc!r}")
         _log.exception("[WS] room.serve failed for %s", peer)
     finally:
-        active = not ws.closed
+        # The room's view (joined and not left) when it gives one; else whether the peer was
+        # still connected when the session ended (we closed, not the peer).
+        active = link.active if link.active is not None else link.closed_by_server
         try:
             await link.close(link.close_reason or "session over")
         finally:
