@@ -186,7 +186,15 @@ async def acip_probe(address: str, port: int, timeout_s: float) -> AcipProbe:
                     except ProtocolError:
                         result.server_message = "unparseable ERROR_MESSAGE"
                     result.status = "acip"
-                    result.detail = f"ACIP server refused the encrypted hello: {result.server_message}"
+                    if result.mode_echo is None:
+                        # refused before echoing PROTOCOL_VERSION: it does not do the encrypted handshake
+                        result.wants_encryption = False
+                        result.detail = (
+                            f"ACIP server refused the encrypted hello, so it does not want encryption "
+                            f"(plaintext-only, clients need --no-encrypt): {result.server_message}"
+                        )
+                    else:
+                        result.detail = f"ACIP server answered with an error: {result.server_message}"
                     done = True
                 elif packet.type == PacketType.CRYPTO_AUTH_FAILED:
                     result.status = "acip"

@@ -111,8 +111,9 @@ async def test_acip_error_message_is_reported() -> None:
     server, port = await start(refuse)
     async with server:
         result = await acip_probe("127.0.0.1", port, 2.0)
-    assert result.status == "acip"
+    assert result.status == "acip" and result.wants_encryption is False
     assert result.server_message == "error 44: this server runs --no-encrypt"
+    assert "does not want encryption" in result.detail
 
 
 async def test_acip_closed_without_answer() -> None:

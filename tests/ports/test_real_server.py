@@ -1,0 +1,96 @@
+"""diag ports against the project's own asciichat-server, started on loopback test ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from asciichat_diag.ports.sockdiag import dump_tcp
+
+pytest.importorskip("asciichat_server.server")
+pytestmark = pytest.mark.slow
+
+DIAG = [sys.executable, "-m", "asciichat_diag.cli"]
+SERVER = [os.path.join(os.path.dirname(sys.executable), "asciichat-server")]
+
+
+def _listening(port: int) -> int:
+    return sum(1 for s in dump_tcp(port) if s.state == "LISTEN" and s.local_port == port)
+
+
+def start_server(net, *extra: str) -> tuple[subprocess.Popen, int, int]:
+    port = net.free_port()
+    ws_port = net.free_port()
+    args = [*SERVER, "--port", str(port), "--websocket-port", str(ws_port), "--log-level", "warn", *extra]
+    if not os.path.exists(SERVER[0]):
+        args = [sys.executable, "-m", "asciichat_server.cli", *args[1:]]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    want_ws = "--no-websocket" not in extra
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"asciichat-server exited: {proc.stderr.read()}")
+        if _listening(port) == 2 and (not want_ws or _listening(ws_port) == 2):
+            return proc, port, ws_port
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("asciichat-server did not listen within 60 s")
+
+
+@pytest.fixture
+def server(net) -> Iterator[tuple[subprocess.Popen, int, int]]:
+    proc, port, ws_port = start_server(net)
+    yield proc, port, ws_port
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def diag_json(*args: str) -> tuple[int, dict]:
+    result = subprocess.run([*DIAG, *args, "--json"], capture_output=True, text=True, timeout=60)
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_real_server_tcp_acip(server) -> None:
+    proc, port, _ws = server
+    code, data = diag_json("ports", str(port), "--acip", "--timeout", "5")
+    assert data["acip"]["status"] == "acip", data["acip"]
+    assert data["acip"]["wants_encryption"] is True and data["acip"]["mode_echo"] == 1
+    assert data["acip"]["packets"][:2] == ["PROTOCOL_VERSION", "CRYPTO_PARAMETERS"]
+    listen = [s for s in data["sockets"] if s["state"] == "LISTEN"]
+    assert {s["local"] for s in listen} == {f"127.0.0.1:{port}", f"[::1]:{port}"}
+    assert {pid for s in listen for pid in s["pids"]} == {proc.pid}
+    # the default --expect recognises the server through the kernel's 15-character name
+    assert not [f for f in data["findings"] if f["code"] in ("unexpected_owner", "inherited_descriptor")]
+    assert code == 0, data["findings"]
+
+
+def test_real_server_websocket(server) -> None:
+    _proc, _port, ws_port = server
+    code, data = diag_json("ports", str(ws_port), "--ws", "--timeout", "5")
+    ws = data["ws"]
+    assert ws["status"] == "upgraded" and ws["subprotocol"] == "acip", ws
+    assert ws["first_packet"] in ("CRYPTO_PARAMETERS", "CRYPTO_KEY_EXCHANGE_INIT")
+    assert code == 0, data["findings"]
+
+
+def test_real_server_plaintext_does_not_want_encryption(net) -> None:
+    proc, port, _ws = start_server(net, "--no-encrypt", "--no-websocket")
+    try:
+        code, data = diag_json("ports", str(port), "--acip", "--timeout", "5")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+    assert data["acip"]["status"] == "acip"
+    assert data["acip"]["wants_encryption"] is False
+    assert code == 0
