@@ -4,7 +4,9 @@ Rules (ACIP.md 5.2): luminance Y = (77R + 150G + 29B + 128) >> 8, 64 buckets i =
 (i*(n-1) + 31) // 63. In colour modes an SGR sequence is written before a cell only when its colour differs
 from the previous cell of the same row; every coloured row ends with ESC[0m so padding, gaps and the newline
 never inherit a colour (and so the frame ends with ESC[0m). 16 colours use the nearest xterm colour without
-dithering, which keeps every cell independent and therefore cacheable per tile.
+dithering, which keeps every cell independent and therefore cacheable per tile. Background mode paints the
+pixel colour behind the palette character, which keeps the terminal's default foreground. Half-block mode
+writes U+2580 with the top pixel as foreground and the bottom pixel as background.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .spec import COLOR_16, COLOR_256, COLOR_TRUECOLOR, RENDER_BACKGROUND, RenderSpec
+from .spec import COLOR_256, COLOR_TRUECOLOR, RENDER_BACKGROUND, RenderSpec
 
 RESET = b"\x1b[0m"
 HALF_BLOCK = "▀".encode()  # U+2580 upper half block: fg paints the top pixel, bg the bottom one
@@ -216,4 +218,4 @@ def render_rows(pixels: np.ndarray, spec: RenderSpec) -> list[bytes]:
     return [r + RESET for r in _assemble(rows, cols, segments)]
 
 
-__all__ = ["COLOR_16", "HALF_BLOCK", "RESET", "luminance", "render_rows", "rgb_to_16", "rgb_to_256"]
+__all__ = ["HALF_BLOCK", "RESET", "luminance", "render_rows", "rgb_to_16", "rgb_to_256"]
