@@ -51,8 +51,10 @@ WS_MAX_MSG_SIZE = MAX_PAYLOAD + 4096
 DEFAULT_HEARTBEAT_S = 20.0
 # How long close() waits for the peer's close frame; shutdown must finish within ~2 s (issue 4).
 CLOSE_TIMEOUT_S = 1.0
-# Bytes waiting in the socket's write buffer above which a send is reported as [WS_FLOW].
+# A send is reported as [WS_FLOW] when this much was already waiting in the socket's write buffer,
+# or when it had to wait this long for the peer to drain it (aiohttp pauses above 64 KiB).
 FLOW_LOG_BYTES = 512 * 1024
+FLOW_LOG_WAIT_S = 0.05
 # Rate limits (per call site) for the tagged lines; storms must not flood the log.
 CONNECT_LOG_EVERY_S = 1.0
 REASSEMBLY_LOG_EVERY_S = 10.0
@@ -359,7 +361,6 @@ class WsLink:
         self.closed_by_server = False
         self._closing: asyncio.Task[None] | None = None
         self._recv_done = False
-        self._sends_waiting = 0
         self.opened_at = time.monotonic()
 
     @property
@@ -417,30 +418,30 @@ class WsLink:
             raise ConnectionResetError(f"websocket to {self.peer} is closed")
         transport = self._request.transport
         buffered = transport.get_write_buffer_size() if transport is not None else 0
-        if buffered >= FLOW_LOG_BYTES:
-            log_every(
-                _log,
-                logging.DEBUG,
-                FLOW_LOG_EVERY_S,
-                "[WS_FLOW] queue=%d bytes buffered for id=%s peer=%s, sending %d more (waiting sends=%d)",
-                buffered,
-                _fmt_id(self.client_id),
-                self.peer,
-                len(data),
-                self._sends_waiting,
-            )
         # aiohttp writes a whole frame with synchronous transport writes and only then waits for
         # the socket to drain, so messages never interleave; the room's single writer per client
         # keeps them in order. One frame per message: receivers reassemble anyway (ACIP 6.2).
-        self._sends_waiting += 1
+        started = time.monotonic()
         try:
             await self._ws.send_bytes(data)
         except ConnectionError:
             raise
         except RuntimeError as exc:  # aiohttp: "Call .prepare() first" / closed writer states
             raise ConnectionResetError(str(exc)) from exc
-        finally:
-            self._sends_waiting -= 1
+        waited = time.monotonic() - started
+        if waited >= FLOW_LOG_WAIT_S or buffered >= FLOW_LOG_BYTES:
+            # The peer reads slower than we send: the socket buffer is the queue that grows.
+            log_every(
+                _log,
+                logging.DEBUG,
+                FLOW_LOG_EVERY_S,
+                "[WS_FLOW] queue=%d bytes buffered before a %d-byte send, waited=%.3fs for drain, id=%s, peer=%s",
+                buffered,
+                len(data),
+                waited,
+                _fmt_id(self.client_id),
+                self.peer,
+            )
 
     async def close(self, reason: str = "", *, code: int | None = None) -> None:
         """Close with a close frame carrying ``reason``; idempotent, safe from any task."""

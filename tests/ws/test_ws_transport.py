@@ -16,7 +16,7 @@ import pytest
 from wsproto.events import BytesMessage, CloseConnection
 
 from asciichat_server.log import LINE_RE, TextFormatter, reset_rate_limits
-from asciichat_server.transport.ws import WS_MAX_MSG_SIZE
+from asciichat_server.transport.ws import WS_MAX_MSG_SIZE, close_code_for
 
 IMAGE_FRAME = 3001
 
@@ -368,6 +368,70 @@ async def test_ipv6_listener(ws_factory, make_packet) -> None:
         await ws.send_bytes(make_packet(1, b"v6"))
         assert (await ws.receive(timeout=5)).data == make_packet(1, b"v6")
     await server.wait_for(lambda: server.room.released == 1)
+
+
+# --- sending -----------------------------------------------------------------------------------------
+
+
+class BlastRoom:
+    """Sends ``count`` distinct large packets at once from as many tasks (worse than the contract)."""
+
+    # 64 x 230 KB is more than loopback's socket buffers hold, so the sends must wait for the peer.
+    def __init__(self, metrics, make_packet, count: int = 64, size: int = 230 * 1024) -> None:
+        self.metrics = metrics
+        self.packets = [make_packet(3000, bytes([i]) * size) for i in range(count)]
+        self.released = 0
+        self.received: list[bytes] = []
+
+    async def serve(self, link) -> None:
+        self.metrics.slots_used += 1
+        try:
+            await asyncio.gather(*(link.send(p) for p in self.packets))
+            while await link.recv() is not None:
+                pass
+        finally:
+            self.metrics.slots_used -= 1
+            self.released += 1
+            await link.close("eof")
+
+
+async def test_large_sends_arrive_whole_and_unmixed_even_from_many_tasks(ws_factory, make_packet, caplog):
+    server = await ws_factory(lambda m: BlastRoom(m, make_packet))
+    async with ws_client(server.url, max_msg_size=0) as ws:
+        # Not reading for a while: the server's sends must wait for us (that is [WS_FLOW]).
+        await asyncio.sleep(0.5)
+        got = [(await ws.receive(timeout=5)).data for _ in server.room.packets]
+    assert sorted(got) == sorted(server.room.packets)
+    (line,) = _lines(caplog, "[WS_FLOW]")
+    assert re.match(LINE_RE, line), line
+    assert re.search(r"\[WS_FLOW\] queue=\d+ bytes buffered before a \d+-byte send, waited=\d\.\d{3}s", line), line
+
+
+async def test_send_after_close_raises_connection_error(ws_factory, make_packet) -> None:
+    server = await ws_factory()
+    async with ws_client(server.url) as ws:
+        await ws.send_bytes(make_packet(1, b"x"))
+        await ws.receive(timeout=5)
+        (link,) = server.listener.links
+        await link.close("client leave")
+        with pytest.raises(ConnectionError):
+            await link.send(make_packet(1, b"late"))
+        msg = await ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1000 and msg.extra == "client leave"
+
+
+@pytest.mark.parametrize(
+    "reason, code",
+    [
+        ("shutdown", 1001),
+        ("server full", 1013),
+        ("protocol error: bad CRC", 1002),
+        ("auth failed", 1008),
+        ("eof", 1000),
+    ],
+)
+def test_close_codes_follow_the_room_reason(reason: str, code: int) -> None:
+    assert close_code_for(reason) == code
 
 
 # --- idle handling --------------------------------------------------------------------------------
