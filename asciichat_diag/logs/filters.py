@@ -14,6 +14,7 @@ import regex
 
 from asciichat_diag.logs.dates import DateAssigner
 from asciichat_diag.logs.grep import GrepFilter, GrepHit, GrepPattern
+from asciichat_diag.logs.literals import Prefilter, required_literals
 from asciichat_diag.logs.model import LEVEL_ALIASES, LEVEL_RANK, Record
 from asciichat_diag.logs.parse import client_ids
 
@@ -52,11 +53,16 @@ class RecordFilter:
             return False
         return not (self.until is not None and (rec.dt is None or rec.dt > self.until))
 
-    def block_regex(self) -> regex.Pattern[str] | None:
-        """A whole-block search that finds every record this filter can accept (None: no shortcut)."""
-        if not self.tags:
-            return None
-        return regex.compile(r"\[(?:" + "|".join(regex.escape(t) for t in self.tags) + r")[A-Z0-9_]*\]")
+    def block_prefilter(self, is_json: bool) -> Prefilter | None:
+        """Finds every record this filter can accept (None: no shortcut). Tags first, then level."""
+        if self.tags:
+            fallback = regex.compile(r"\[(?:" + "|".join(regex.escape(t) for t in self.tags) + r")[A-Z0-9_]*\]")
+            return Prefilter(fallback, ["[" + t for t in self.tags])
+        if self.min_level is not None and self.min_level != "DEV" and not is_json:
+            names = [name for name in LEVEL_RANK if LEVEL_RANK[name] >= LEVEL_RANK[self.min_level]]
+            literals = [f"] [{name}" for name in names]
+            return Prefilter(regex.compile("|".join(regex.escape(x) for x in literals)), literals)
+        return None
 
 
 @dataclass
@@ -95,13 +101,20 @@ class Pipeline:
             self.grep.reset()
 
 
-def block_prefilters(
-    record_filter: RecordFilter, patterns: list[GrepPattern], is_json: bool
-) -> list[regex.Pattern[str]]:
-    """Regexes run over whole blocks to find candidate records; [] when every record must be parsed."""
-    tag_re = record_filter.block_regex()
-    if tag_re is not None:
-        return [tag_re]
+def block_prefilters(record_filter: RecordFilter, patterns: list[GrepPattern], is_json: bool) -> list[Prefilter]:
+    """Candidate finders run over whole blocks; [] when every record must be parsed.
+
+    Every filter must pass, so any one of them may pick the candidates: a tag is the most
+    selective, then --grep (when each pattern is block-safe), then the level.
+    """
+    if record_filter.tags:
+        tag = record_filter.block_prefilter(is_json)
+        return [tag] if tag else []
     if patterns and not is_json and all(p.block_safe() for p in patterns):
-        return [p.block_regex() for p in patterns]
-    return []
+        out = []
+        for p in patterns:
+            literals = [p.pattern] if p.fixed else required_literals(p.pattern, p.extended)
+            out.append(Prefilter(p.block_regex(), literals, caseless=p.ignore_case or "(?i" in p.pattern))
+        return out
+    level = record_filter.block_prefilter(is_json)
+    return [level] if level else []

@@ -10,9 +10,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-import regex
-
 from asciichat_diag.logs.grep import GrepHit
+from asciichat_diag.logs.literals import Prefilter
 from asciichat_diag.logs.parse import HEADER_START_RE, RecordParser, strip_ansi
 
 BLOCK_BYTES = 8 << 20
@@ -81,7 +80,7 @@ def scan(
     parser: RecordParser,
     process: Callable[[list], list[GrepHit]],
     observe_time: Callable[[float], None],
-    prefilters: list[regex.Pattern[str]],
+    prefilters: list[Prefilter],
     start: int = 0,
     end: int | None = None,
     block_bytes: int = BLOCK_BYTES,
@@ -105,14 +104,14 @@ def scan(
             yield from process(records)
 
 
-def _candidate_ranges(text: str, prefilters: list[regex.Pattern[str]]) -> list[tuple[int, int]]:
+def _candidate_ranges(text: str, prefilters: list[Prefilter]) -> list[tuple[int, int]]:
     """Merged [record start, record end) ranges around every prefilter hit in `text`."""
     spans: list[tuple[int, int]] = []
-    for pattern in prefilters:
-        spans.extend(m.span() for m in pattern.finditer(text))
+    for prefilter in prefilters:
+        spans.extend(prefilter.spans(text))
     if not spans:
         return []
-    if len(prefilters) > 1:
+    if len(prefilters) > 1 or not prefilters[0].sorted_output:
         spans.sort()
     ranges: list[tuple[int, int]] = []
     last_end = -1

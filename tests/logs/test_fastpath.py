@@ -10,6 +10,7 @@ import pytest
 from asciichat_diag.logs.dates import DateAssigner
 from asciichat_diag.logs.filters import Pipeline, RecordFilter, block_prefilters
 from asciichat_diag.logs.grep import GrepFilter, parse_grep
+from asciichat_diag.logs.literals import required_literals
 from asciichat_diag.logs.parse import RecordParser
 from asciichat_diag.logs.reader import scan
 
@@ -61,7 +62,41 @@ CASES = [
     ((), ["/0x7f00 in/F"]),
     ((), [r"/\[(WARN|ERROR)\s*\] \[tid/"]),
     ((), ["/cb\\(\\):\\s+\\[WS_FLOW/s"]),
+    ((), ["/BIND FAILED|Handshake/i", "/signal: 1{2}/i"]),
+    ((), ["/(?:n=1|n=2)+0/", "/0x7f0+ in/"]),
+    ((), ["/[[:xdigit:]]{4} in frame/"]),
 ]
+
+
+def test_level_prefilter_equals_full_parse() -> None:
+    data = make_log()
+    for level in ("INFO", "WARN", "ERROR"):
+        rfilter = RecordFilter(min_level=level)
+        (prefilter,) = block_prefilters(rfilter, [], False)
+        results = []
+        for pre in ([], [prefilter]):
+            pipeline = Pipeline(RecordFilter(min_level=level), DateAssigner(anchor=None))
+            parser = RecordParser("x")
+            hits = list(scan(io.BytesIO(data), parser, pipeline.process, pipeline.assigner.observe, pre, 0, None, 999))
+            hits += pipeline.process(parser.flush())
+            results.append([h.record.text() for h in hits])
+        assert results[0] and results[0] == results[1]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "literals"),
+    [
+        ("handshake failed|reassembly timeout|IPv6 bind", ["handshake failed", "reassembly timeout", "IPv6 bind"]),
+        ("^Signal", ["Signal"]),
+        ("(abc)?def", ["def"]),
+        ("a|bc", None),
+        ("x+", None),
+        ("[[:alpha:]]x", None),
+        ("\\p{L}+ bind", None),
+    ],
+)
+def test_required_literals(pattern: str, literals: list[str] | None) -> None:
+    assert required_literals(pattern) == literals
 
 
 @pytest.mark.parametrize(("tags", "greps"), CASES)

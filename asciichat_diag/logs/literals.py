@@ -1,0 +1,113 @@
+"""Block prefilters: find candidate records in a big block of text without running a regex on it.
+
+A pattern's *required literals* are strings at least one of which every match contains; a
+str.find() over a block for them is far faster than any regex engine in Python. A candidate
+is only a candidate: the record around it is parsed and checked with the real pattern.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from re import _constants as sre_c  # type: ignore[attr-defined]
+from re import _parser as sre_parse  # type: ignore[attr-defined]
+
+import regex
+
+MIN_LITERAL = 2  # shorter literals hit nearly every line; the regex scan is better then
+# PCRE syntax that Python's parser would read differently (POSIX classes, \p, \h, \K, ...):
+# never derive literals from those, fall back to a regex scan.
+_FOREIGN = (
+    "[:",
+    "\\p",
+    "\\P",
+    "\\X",
+    "\\R",
+    "\\h",
+    "\\H",
+    "\\v",
+    "\\V",
+    "\\K",
+    "\\g",
+    "\\N",
+    "\\Q",
+    "(?|",
+    "(?(",
+    "(*",
+)
+_REPEATS = (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, getattr(sre_c, "POSSESSIVE_REPEAT", sre_c.MAX_REPEAT))
+
+
+def _score(lits: list[str]) -> float:
+    return min(len(x) for x in lits) - 0.5 * len(lits)
+
+
+def _required(items: list) -> list[str] | None:
+    best: list[str] | None = None
+    run: list[str] = []
+
+    def consider(cand: list[str] | None) -> None:
+        nonlocal best
+        if cand and all(len(x) >= MIN_LITERAL for x in cand) and (best is None or _score(cand) > _score(best)):
+            best = cand
+
+    for op, av in items:
+        if op is sre_c.LITERAL:
+            run.append(chr(av))
+            continue
+        consider(["".join(run)] if run else None)
+        run = []
+        if op is sre_c.SUBPATTERN:
+            consider(_required(list(av[3])))
+        elif op is sre_c.BRANCH:
+            subs = [_required(list(b)) for b in av[1]]
+            if all(subs):
+                consider([lit for s in subs for lit in s or ()])
+        elif op in _REPEATS and av[0] >= 1:
+            consider(_required(list(av[2])))
+        elif op is getattr(sre_c, "ATOMIC_GROUP", None):
+            consider(_required(list(av)))
+    consider(["".join(run)] if run else None)
+    return best
+
+
+def required_literals(pattern: str, verbose: bool = False) -> list[str] | None:
+    """Strings one of which every match of `pattern` contains, or None when none can be derived."""
+    if any(tok in pattern for tok in _FOREIGN):
+        return None
+    try:
+        parsed = sre_parse.parse(pattern, re.VERBOSE if verbose else 0)
+    except (re.error, RecursionError, OverflowError):
+        return None
+    return _required(list(parsed))
+
+
+class Prefilter:
+    """Finds candidate spans in a text block: by literals when possible, else by a regex scan."""
+
+    def __init__(self, fallback: regex.Pattern[str], literals: list[str] | None = None, caseless: bool = False):
+        self.fallback = fallback
+        self.caseless = caseless
+        if literals and caseless and not all(x.isascii() for x in literals):
+            literals = None  # Unicode case folding can change lengths; keep it to the regex
+        self.literals = [x.lower() for x in literals] if literals and caseless else literals
+
+    def spans(self, text: str) -> Iterator[tuple[int, int]]:
+        literals = self.literals
+        if literals is None or (self.caseless and not text.isascii()):
+            for m in self.fallback.finditer(text):
+                yield m.span()
+            return
+        haystack = text.lower() if self.caseless else text
+        for lit in literals:
+            find = haystack.find
+            pos = find(lit)
+            size = len(lit)
+            while pos >= 0:
+                yield pos, pos + size
+                pos = find(lit, pos + size)
+
+    @property
+    def sorted_output(self) -> bool:
+        """Spans come out in order only for a single literal or the regex scan."""
+        return self.literals is None or len(self.literals) == 1
