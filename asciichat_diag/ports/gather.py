@@ -284,7 +284,8 @@ def ownership_findings(
                 detail = " — " + "; ".join(
                     f"PID {p.pid} ({p.name}) inherited it from its parent {p.ppid}" for p in inherited
                 )
-            sev = PROBLEM if others else WARNING
+            # still served by the expected process: a latent problem (the port outlives the server)
+            sev = WARNING if expected else PROBLEM
             findings.append(
                 Finding(
                     sev,
@@ -457,6 +458,18 @@ def analyse(port: int, entries: list[SocketEntry], source: str, scan: InodeScan 
     return report
 
 
+def ipv6_loopback_available() -> bool:
+    """Can anything bind ::1 here? False on hosts (or containers) with IPv6 disabled."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def probe_findings(report: PortReport, families: str) -> list[Finding]:
     """Reachability by family, and what the probes say about it."""
     out: list[Finding] = []
@@ -483,7 +496,9 @@ def probe_findings(report: PortReport, families: str) -> list[Finding]:
                 f"IPv4 listeners on port {report.port} do not include 127.0.0.1 or 0.0.0.0",
             )
         )
-    if want_v6 and not report.ipv6_served:
+    if want_v6 and not report.ipv6_served and not ipv6_loopback_available():
+        out.append(Finding(INFO, "no_ipv6", "this host has no IPv6 loopback (::1 cannot be bound): IPv6 not checked"))
+    elif want_v6 and not report.ipv6_served:
         out.append(
             Finding(
                 PROBLEM,
@@ -514,24 +529,24 @@ def gather_all(
     *, expect: list[str] | None = None, probe: bool = False, timeout_s: float = 1.0, backend: str = "auto"
 ) -> list[PortReport]:
     """One report per TCP port that has a listener (owner checks off unless `expect` is given)."""
-    raw, source = collect_sockets(None, listening_only=True, backend=backend)
-    ports = sorted({_record(r).local_port for r in raw})
+    # one dump and one /proc walk for every port, then split by port
+    raw, source = collect_sockets(None, backend=backend)
+    ports = sorted({_record(r).local_port for r in raw if _record(r).state == "LISTEN"})
     if not ports:
         return []
-    # one /proc walk for all ports: fetch every socket once, then split by port
-    all_raw, source = collect_sockets(None, backend=backend)
-    entries_all, scan = build_entries(all_raw, source, None)
     wanted = set(ports)
+    relevant = [r for r in raw if _record(r).local_port in wanted or _record(r).remote_port in wanted]
+    entries_all, scan = build_entries(relevant, source, None)
+    by_port: dict[int, list[SocketEntry]] = {p: [] for p in ports}
+    for e in entries_all:
+        if e.local_port in by_port:
+            by_port[e.local_port].append(e)
+        if e.remote_port in by_port and e.remote_port != e.local_port:
+            # a socket between two listed ports appears in both reports, seen from each side
+            by_port[e.remote_port].append(dataclasses.replace(e, side="remote"))
     reports = []
     for port in ports:
-        if port not in wanted:
-            continue
-        # a socket between two listed ports appears in both reports, seen from each side
-        mine = [
-            dataclasses.replace(e, side="local" if e.local_port == port else "remote")
-            for e in entries_all
-            if port in (e.local_port, e.remote_port)
-        ]
+        mine = by_port[port]
         mine.sort(key=_sort_key)
         report = analyse(port, mine, source, scan, expect=list(expect or []))
         if probe:
