@@ -24,14 +24,21 @@ from asciichat_server.net import listener_address
 from asciichat_server.protocol.constants import HEADER_SIZE, MAX_PAYLOAD
 
 __all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_POLICY_VIOLATION",
     "CLOSE_TIMEOUT_S",
+    "CLOSE_TRY_AGAIN_LATER",
     "DEFAULT_HEARTBEAT_S",
     "DEFAULT_REASSEMBLY_TIMEOUT_S",
     "SUBPROTOCOL",
     "WS_MAX_MSG_SIZE",
     "FrameScanner",
+    "ReassemblyTimeout",
+    "ReassemblyWatchdog",
     "WsLink",
     "WsListener",
+    "WsSettings",
+    "close_code_for",
     "create_app",
     "start_ws",
 ]
@@ -66,7 +73,7 @@ CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
-# Room.close reasons (their first word) -> close code, so a browser's onclose event says why.
+# Room.close reasons (the part before any ':') -> close code, so a browser's onclose says why.
 _CLOSE_CODES = {
     "shutdown": CLOSE_GOING_AWAY,
     "server shutdown": CLOSE_GOING_AWAY,

@@ -43,6 +43,19 @@ async def _mid_handshake(port: int) -> str:
     return "mid-handshake"
 
 
+async def _upgrade_then_reset(port: int) -> str:
+    # The whole upgrade request, then RST before (or while) the server answers 101.
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Protocol: acip\r\n\r\n"
+    )
+    await asyncio.sleep(0)
+    writer.transport.abort()
+    return "upgrade-reset"
+
+
 async def _mid_fragment(raw_client, port: int, payload: bytes, abort: bool) -> str:
     client = await raw_client.connect(port)
     await client.write(client.frame(payload[:4096], False))
@@ -60,7 +73,9 @@ async def test_storm_then_max_clients_get_in(ws_factory, raw_client, make_packet
     url = server.url + "/"
     payload = make_packet(3001, os.urandom(9000))
     rng = random.Random(4)
-    kinds = list(itertools.islice(itertools.cycle(["clean", "abrupt", "handshake", "fragment"]), CYCLES))
+    kinds = list(
+        itertools.islice(itertools.cycle(["clean", "abrupt", "handshake", "upgrade-reset", "fragment"]), CYCLES)
+    )
     rng.shuffle(kinds)
     outcomes: dict[str, int] = {}
     queue: asyncio.Queue[str] = asyncio.Queue()
@@ -78,6 +93,8 @@ async def test_storm_then_max_clients_get_in(ws_factory, raw_client, make_packet
                     result = await _abrupt(raw_client, server.port)
                 elif kind == "handshake":
                     result = await _mid_handshake(server.port)
+                elif kind == "upgrade-reset":
+                    result = await _upgrade_then_reset(server.port)
                 else:
                     result = await _mid_fragment(raw_client, server.port, payload, rng.random() < 0.5)
                 outcomes[result] = outcomes.get(result, 0) + 1

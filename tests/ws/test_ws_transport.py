@@ -359,15 +359,17 @@ async def test_connect_and_disconnect_are_logged(ws_factory, make_packet, caplog
     assert re.search(r"\(id=1, cleanup=done, active=false, reason=peer closed \(1000\)", disconnect), disconnect
 
 
-async def test_ipv6_listener(ws_factory, make_packet) -> None:
+async def test_ipv4_and_ipv6_listeners_in_one_site(ws_factory, make_packet) -> None:
     try:
-        server = await ws_factory(hosts=("::1",))
+        server = await ws_factory(hosts=("127.0.0.1", "::1"))
     except OSError:
         pytest.skip("no IPv6 loopback")
-    async with ws_client(f"http://[::1]:{server.port}/") as ws:
-        await ws.send_bytes(make_packet(1, b"v6"))
-        assert (await ws.receive(timeout=5)).data == make_packet(1, b"v6")
-    await server.wait_for(lambda: server.room.released == 1)
+    assert server.listener.addresses == [f"127.0.0.1:{server.port}", f"[::1]:{server.port}"]
+    for host in ("127.0.0.1", "[::1]"):
+        async with ws_client(f"http://{host}:{server.port}/") as ws:
+            await ws.send_bytes(make_packet(1, host.encode()))
+            assert (await ws.receive(timeout=5)).data == make_packet(1, host.encode())
+    await server.wait_for(lambda: server.room.released == 2)
 
 
 # --- sending -----------------------------------------------------------------------------------------
