@@ -308,6 +308,8 @@ class _Connection:
             return []
         if packet.type == PacketType.CRYPTO_REKEY_COMPLETE:
             session.complete_rekey(packet.payload)
+            if self.state is ConnectionState.HANDSHAKE and session.locked:
+                return self._open(self.peer_identity)  # the rekey itself revealed the key variant
             return []
         if packet.type == PacketType.CRYPTO_REKEY_RESPONSE:
             return self._on_rekey_response(packet)

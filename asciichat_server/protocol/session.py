@@ -30,6 +30,14 @@ REKEY_COMPLETE_SEALED_SIZE = NONCE_SIZE + 16 + 1
 REKEY_COMPLETE_HEAD = b"\x00"
 
 
+def _authenticates(key: bytes, sealed: bytes) -> bool:
+    try:
+        SecretBox(key).decrypt(bytes(sealed))
+    except nacl.exceptions.CryptoError:
+        return False
+    return True
+
+
 class SendCipher:
     """Seals outgoing inner packets: nonce = session_id(16) ‖ counter(8), counter from 1."""
 
@@ -137,7 +145,7 @@ class EncryptedSession:
         self._sender: SendCipher | None = None
         self._old_receiver: ReceiveCipher | None = None
         self._rekey_keypair: KeyPair | None = None
-        self._pending_key: bytes | None = None
+        self._pending_keys: dict[str, bytes] | None = None
         self.variant: str | None = variant
         self.rekeys = 0
 
@@ -187,32 +195,39 @@ class EncryptedSession:
 
     @property
     def rekey_pending(self) -> bool:
-        return self._rekey_keypair is not None or self._pending_key is not None
+        return self._rekey_keypair is not None or self._pending_keys is not None
 
     def respond_rekey(self, peer_public: bytes) -> bytes:
-        """Responder: REKEY_REQUEST received → our REKEY_RESPONSE packet; the key switches on REKEY_COMPLETE."""
-        if self.variant is None:
-            raise ProtocolError("CRYPTO_REKEY_REQUEST before the session key was confirmed")
+        """Responder: REKEY_REQUEST received → our REKEY_RESPONSE packet; the key switches on REKEY_COMPLETE.
+
+        Before the variant is known a new key is derived for each candidate; REKEY_COMPLETE then
+        tells which one the peer uses (its sealed form authenticates under one; the bare byte is HEAD's).
+        """
         if self.rekey_pending:
             raise ProtocolError("CRYPTO_REKEY_REQUEST while a rekey is already in progress")
         if len(peer_public) != 32:
             raise ProtocolError(f"CRYPTO_REKEY_REQUEST key must be 32 bytes, got {len(peer_public)}")
         pair = KeyPair.generate()
-        self._pending_key = session_key(pair.secret_key, peer_public, self.variant)
+        self._pending_keys = {v: session_key(pair.secret_key, peer_public, v) for v in self._candidates}
         return encode_packet(PacketType.CRYPTO_REKEY_RESPONSE, pair.public_key)
 
     def complete_rekey(self, payload: bytes) -> None:
         """Responder: verify REKEY_COMPLETE (41-byte secretbox, or HEAD's single 0x00) and switch keys."""
-        if self._pending_key is None or self._rekey_keypair is not None:
+        pending = self._pending_keys
+        if pending is None or self._rekey_keypair is not None:
             raise ProtocolError("CRYPTO_REKEY_COMPLETE without a rekey in progress")
         if len(payload) >= REKEY_COMPLETE_SEALED_SIZE:
-            try:
-                SecretBox(self._pending_key).decrypt(bytes(payload))
-            except nacl.exceptions.CryptoError:
-                raise ProtocolError("CRYPTO_REKEY_COMPLETE does not authenticate under the new key") from None
-        elif bytes(payload) != REKEY_COMPLETE_HEAD:
+            matched = [v for v, key in pending.items() if _authenticates(key, payload)]
+            if not matched:
+                raise ProtocolError("CRYPTO_REKEY_COMPLETE does not authenticate under the new key")
+            variant = matched[0]
+        elif bytes(payload) == REKEY_COMPLETE_HEAD and "head" in pending:
+            variant = "head"  # only HEAD sends the bare byte
+        else:
             raise ProtocolError(f"CRYPTO_REKEY_COMPLETE of {len(payload)} bytes is neither the c41 nor the HEAD form")
-        self._switch(self._pending_key, keep_old_receiver=False)
+        if self.variant is None:
+            self._lock(variant)
+        self._switch(pending[variant], keep_old_receiver=False)
 
     def start_rekey(self) -> bytes:
         """Initiator: our REKEY_REQUEST packet (only clients initiate; the server never does)."""
@@ -248,5 +263,5 @@ class EncryptedSession:
         self._receivers = {self.variant: ReceiveCipher(new_key)}
         self._old_receiver = old if keep_old_receiver else None
         self._sender = SendCipher(new_key, self._byteorder())
-        self._pending_key = None
+        self._pending_keys = None
         self.rekeys += 1

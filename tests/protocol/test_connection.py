@@ -615,3 +615,15 @@ def test_security_configuration_is_validated(password_key: bytes) -> None:
         ClientSecurity(key_variant="x")
     with pytest.raises(ValueError):
         ServerConnection(ServerSecurity(), "udp")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("variant", ["c41", "head"])
+def test_rekey_before_the_first_encrypted_packet_reveals_the_variant(variant: str) -> None:
+    # Found by the stateful fuzzer: the server may not know the client's variant yet when a rekey starts.
+    server, client, _, _ = _connect(ServerSecurity(), ClientSecurity(key_variant=variant))
+    assert server.state is ConnectionState.HANDSHAKE
+    client.start_rekey()
+    server_events, _ = pump(server, client)
+    assert server_events == [HandshakeComplete(True, variant, None)]
+    assert server.key_variant == variant and server.rekeys == 1
+    _roundtrip(server, client)
