@@ -174,3 +174,33 @@ def test_tiny_terminals(cols: int, rows: int, n: int) -> None:
     assert 1 <= len(lines) <= rows
     text_width = [len(line.replace(b"\x1b[38;2;200;200;200m", b"").replace(b"\x1b[0m", b"")) for line in lines]
     assert max(text_width) <= cols
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - hypothesis is a declared test dependency
+    pass
+else:
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        st.lists(st.tuples(st.integers(1, 2000), st.integers(1, 2000)), min_size=1, max_size=12),
+        st.integers(1, 400),
+        st.integers(1, 150),
+    )
+    def test_layout_properties(sizes: list[tuple[int, int]], cols: int, rows: int) -> None:
+        rects = grid_layout(tuple(sizes), cols, rows)
+        assert len(rects) == min(len(sizes), 9)
+        for i, rect in enumerate(rects):
+            assert rect.w >= 0 and rect.h >= 0
+            assert rect.x >= 0 and rect.y >= 0 and rect.x + rect.w <= cols and rect.y + rect.h <= rows
+            for other in rects[:i]:
+                disjoint = (
+                    rect.x + rect.w <= other.x
+                    or other.x + other.w <= rect.x
+                    or rect.y + rect.h <= other.y
+                    or other.y + other.h <= rect.y
+                )
+                assert disjoint, (rect, other)
+        assert any(r.w > 0 and r.h > 0 for r in rects)  # the first video always shows
