@@ -13,6 +13,7 @@ import pytest
 from wsproto.events import BytesMessage, CloseConnection
 
 from asciichat_server.protocol.constants import PacketType
+from asciichat_server.protocol.packets import encode_packet
 from asciichat_server.protocol.payloads import ImageFrame, ServerState
 from asciichat_server.transport.ws import CLOSE_TRY_AGAIN_LATER
 
@@ -256,3 +257,36 @@ async def test_mixed_tcp_ws_storm_then_max_clients_get_in(acip_server, acip, raw
             await client.close()
     await _wait(lambda: server.metrics.slots_used == 0)
     print(f"mixed storm: {CYCLES} cycles in {elapsed:.2f}s, outcomes {outcomes}")
+
+
+async def test_health_and_metrics_reflect_the_real_room(acip_server, acip) -> None:
+    server = await acip_server(max_clients=4)
+    base = f"http://127.0.0.1:{server.ws_port}"
+    async with aiohttp.ClientSession() as session:
+        client = await acip.ws.connect(session, server.ws_port)
+        await client.join()
+        await client.send(PacketType.IMAGE_FRAME, _frame())
+        await client.pump_until(lambda: bool(client.of_type(PacketType.ASCII_FRAME)))
+        # A second WS peer breaks the handshake with a KEY_EXCHANGE_RESP of the wrong size.
+        async with session.ws_connect(base + "/", protocols=("acip",)) as bad:
+            await bad.receive(timeout=5)
+            await bad.send_bytes(encode_packet(PacketType.CRYPTO_KEY_EXCHANGE_RESP, b"\0" * 5))
+            while (await bad.receive(timeout=5)).type is aiohttp.WSMsgType.BINARY:
+                pass
+        await _wait(lambda: server.metrics.handshakes_failed == 1)
+        async with session.get(base + "/health") as resp:
+            health = await resp.json()
+        async with session.get(base + "/metrics") as resp:
+            text = await resp.text()
+        await client.close()
+    assert health["status"] == "ok" and health["clients"] == 1 and health["slots_free"] == 3
+    assert health["max_clients"] == 4
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    assert samples['asciichat_handshakes_total{result="ok"}'] == "1"
+    assert samples['asciichat_handshakes_total{result="failed"}'] == "1"
+    assert samples["asciichat_connections_total"] == "2"
+    assert int(samples['asciichat_frames_total{direction="in"}']) >= 1
+    assert int(samples['asciichat_frames_total{direction="out"}']) >= 1
+    assert int(samples['asciichat_bytes_total{direction="in"}']) > 32 * 24 * 3
+    assert samples["asciichat_slots_used"] == "1" and samples["asciichat_slots_max"] == "4"
+    assert samples["asciichat_reassembly_timeouts_total"] == "0"
