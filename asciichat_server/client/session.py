@@ -106,6 +106,8 @@ class ClientSession:
         self._last_rx = time.monotonic()
         self._opened_at = 0.0
         self._first_frame_at = 0.0
+        # A slow server (the C debug build needs seconds for its first frame) gets as long as --timeout.
+        self._first_frame_timeout_s = max(SNAPSHOT_FIRST_FRAME_TIMEOUT_S, options.silence_timeout_s)
         self._source = self._make_source()
 
     # -- video source -------------------------------------------------------------------------------
@@ -292,9 +294,9 @@ class ClientSession:
                         self.display.show(self.stats.last_frame.text.decode("utf-8", "replace"))
                         self._finish(EXIT_OK)
                         return
-                elif now - self._opened_at >= SNAPSHOT_FIRST_FRAME_TIMEOUT_S:
+                elif now - self._opened_at >= self._first_frame_timeout_s:
                     raise ClientError(
-                        f"no ASCII frame received within {SNAPSHOT_FIRST_FRAME_TIMEOUT_S:g}s; nothing to snapshot"
+                        f"no ASCII frame received within {self._first_frame_timeout_s:g}s; nothing to snapshot"
                     )
 
     # -- entry ----------------------------------------------------------------------------------------
