@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import struct
@@ -228,9 +229,12 @@ def no_task_leaks(caplog):
     """Fails the test if asyncio reported a never-retrieved task exception or any ERROR with a traceback."""
     caplog.set_level(logging.DEBUG)
     yield caplog
+    gc.collect()  # asyncio reports a never-retrieved exception when the task is collected
+    # caplog.records only holds the current phase (teardown here): look at the test's own records too.
+    records = caplog.get_records("setup") + caplog.get_records("call") + caplog.get_records("teardown")
     bad = [
         r.getMessage()
-        for r in caplog.records
+        for r in records
         if "never retrieved" in r.getMessage() or (r.levelno >= logging.ERROR and r.exc_info)
     ]
     assert not bad, bad
