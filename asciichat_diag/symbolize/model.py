@@ -31,7 +31,8 @@ class InputFrame:
     address: int | None = None  # runtime address
     module: str | None = None  # module name or path as printed
     module_offset: int | None = None  # module-relative virtual address (module+0xoff forms)
-    symbol: str | None = None  # glibc `lib.so(fn+0x10)`: offset relative to this symbol
+    symbol: str | None = None  # glibc `lib.so(fn+0x10)`: the address is symbol + symbol_offset
+    symbol_offset: int = 0
     function: str | None = None  # what the input already says
     file: str | None = None
     line: int | None = None
@@ -42,6 +43,7 @@ class InputFrame:
     in_crash: bool = False
     signal_frame: bool = False  # gdb `<signal handler called>`
     original: str = ""
+    inlined: list = field(default_factory=list)  # (function, file, line) from `[inlined]` sub-lines, innermost first
 
 
 @dataclass

@@ -57,7 +57,7 @@ PANIC_PC = re.compile(rf"\bpc=0x(?P<addr>{HEX})\b")
 MODOFF = re.compile(rf"^(?P<indent>\s*)(?P<mod>[^\s+()\[\]]+)\+0x(?P<off>{HEX})\s*$")
 FIXSTACKS = re.compile(rf"^(?P<indent>.*?)\[(?P<mod>[^\s\]]+) \+0x(?P<off>{HEX})\]\s*$")
 BARE = re.compile(rf"^(?P<indent>\s*)(?:0x(?P<a>{HEX})|(?P<b>[0-9a-fA-F]{{8,16}}))\s*$")
-INLINED_SUBLINE = re.compile(r"^\s+\[inlined\] ")
+INLINED_SUBLINE = re.compile(r"^\s+\[inlined\] (?:(?P<func>\S+?)\(\))?\s*(?:\(?(?P<file>[^()\s]+):(?P<line>\d+)\)?)?")
 CRASH_MARKERS = re.compile(
     r"\*\*\* CRASH DETECTED \*\*\*|^Signal: \d+|"
     r"ERROR: (?:Address|Undefined|Memory|Thread)Sanitizer: (?:SEGV|BUS|FPE|ILL|ABRT|stack-overflow)|"
@@ -118,7 +118,7 @@ def parse_line(text: str, line_no: int) -> InputFrame | MapEntry | None:
         off = _h(m["off"]) or 0
         return InputFrame(line_no, "glibc", None, m["indent"], _h(m["addr"]), m["mod"],
                           module_offset=off if sym is None else None, symbol=sym,
-                          function=None)  # fmt: skip
+                          symbol_offset=off)  # fmt: skip
     m = GLIBC_BARE.match(s)
     if m:
         return InputFrame(line_no, "glibc", None, m["indent"], _h(m["addr"]), m["mod"])
@@ -167,8 +167,10 @@ def parse_text(text: str) -> ParsedInput:
     gap = 0  # non-frame lines since the previous frame
     for line_no, raw in enumerate(text.splitlines()):
         clean = ANSI.sub("", raw)
-        if prev is not None and INLINED_SUBLINE.match(clean):
-            continue  # our own inline sub-lines: regenerated from the frame above
+        sub = INLINED_SUBLINE.match(clean) if prev is not None else None
+        if sub:  # our own inline sub-lines: they belong to the frame above
+            prev.inlined.append((sub["func"], sub["file"], int(sub["line"]) if sub["line"] else None))
+            continue
         item = parse_line(raw, line_no)
         if isinstance(item, MapEntry):
             out.maps.append(item)

@@ -196,7 +196,7 @@ class Resolver:
                     continue
                 start = self.index_of(w.module).symbol_address(f.symbol)
                 if start is not None:
-                    w.vaddr = start + (f.module_offset or 0)
+                    w.vaddr = start + f.symbol_offset
                     self.reports.setdefault(
                         w.module.name, ModuleReport(w.module.name, w.module.path, None, "symbol+offset")
                     )
@@ -371,7 +371,8 @@ class Resolver:
             f = w.frame
             if w.chain or not f.function or (f.address is not None and w.module is not None):
                 continue
-            loc = [FrameLocation(f.function, f.file, f.line, None)]
+            loc = [FrameLocation(fn, file, line, None) for fn, file, line in f.inlined]
+            loc.append(FrameLocation(f.function, f.file, f.line, None))
             w.chain, w.source = loc, "input"
             if not f.module:
                 continue

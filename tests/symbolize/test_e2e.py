@@ -1,0 +1,304 @@
+"""End to end: real programs print real backtraces; diag must match llvm-symbolizer at the true vaddrs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from asciichat_diag.cli import main
+from asciichat_diag.symbolize.elfio import parse_elf
+from asciichat_diag.symbolize.parse import parse_text
+
+BUILDS = ["gnu", "lld"]
+
+
+def run(args: list[str], stdin: str | None = None):
+    result = CliRunner().invoke(main, ["symbolize", "--color", "never", *args], input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def run_json(args: list[str], stdin: str | None = None) -> tuple[int, dict]:
+    code, out, err = run([*args, "--json"], stdin)
+    assert code in (0, 1), err
+    return code, json.loads(out)
+
+
+def write(tmp_path, name: str, text: str) -> str:
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def chain_of(frame: dict) -> list[tuple]:
+    chain = [*frame["inlined"], {k: frame[k] for k in ("function", "file", "line", "column")}]
+    return [(c["function"] or "", c["file"] or "", c["line"] or 0, c["column"] or 0) for c in chain]
+
+
+def rel(root, path: str) -> str:
+    return os.path.relpath(path, root) if path else ""
+
+
+def expected(build, frames: list[dict], llvm_symbolize) -> list[list[tuple]]:
+    """llvm-symbolizer's answers for the vaddrs diag looked up, with paths made relative like diag's."""
+    out = []
+    for f in frames:
+        path = build.lib if f["module"] == "libasciichat.so" else build.exe
+        chain = llvm_symbolize(path, [int(f["lookup_address"], 16)])[0]
+        out.append([(fn, rel(build.root, file) if file.startswith(str(build.root)) else file, ln, col)
+                    for fn, file, ln, col in chain])  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_trace_with_maps_matches_llvm_symbolizer(builds, name, tmp_path, lib_src_lines, empty_debug_dir, llvm):
+    b = builds[name]
+    _, data = run_json([write(tmp_path, "t.txt", b.outputs["trace"]), "--debug-dir", str(empty_debug_dir)])
+    frames = data["frames"]
+    ours = [f for f in frames if f["module"] in ("libasciichat.so", "ascii-chat")]
+    assert [f["function"] for f in ours] == [
+        "frame_encode",
+        "layer1",
+        "layer2",
+        "layer3",
+        "dup_symbol",
+        "main",
+        "_start",
+    ]
+    assert [chain_of(f) for f in ours] == expected(b, ours, llvm)
+    # Frame 0 is a return address inside the always_inline helper: the -1 rule keeps the inline frame.
+    top = ours[0]
+    assert top["inlined"][0]["function"] == "helper_inl"
+    assert top["inlined"][0]["file"] == "lib/lib.c"
+    assert top["inlined"][0]["line"] == lib_src_lines["HELPER_LINE"]
+    assert top["file"] == "lib/lib.c" and top["line"] == lib_src_lines["ENCODE_LINE"]
+    assert top["source"] == "dwarf"
+    # Return addresses are looked up at address - 1.
+    assert all(int(f["lookup_address"], 16) == int(f["module_offset"], 16) - 1 for f in ours)
+
+
+def test_lld_layout_vaddr_is_not_file_offset(builds, tmp_path, empty_debug_dir, llvm):
+    """Under lld the executable PT_LOAD has p_vaddr != p_offset; the file offset names the wrong code."""
+    b = builds["lld"]
+    img = parse_elf(str(b.lib))
+    text_seg = img.exec_segments()[0]
+    assert text_seg.vaddr != text_seg.offset
+    _, data = run_json([write(tmp_path, "t.txt", b.outputs["trace"]), "--debug-dir", str(empty_debug_dir)])
+    lib_frames = [f for f in data["frames"] if f["module"] == "libasciichat.so"]
+    maps = parse_text(b.outputs["trace"]).maps
+    for f in lib_frames:
+        addr = int(f["address"], 16)
+        entry = next(m for m in maps if m.start <= addr < m.end)
+        file_offset = addr - entry.start + entry.offset
+        assert int(f["module_offset"], 16) == file_offset - text_seg.offset + text_seg.vaddr
+        # What ascii-chat's symbols.c would have asked llvm-symbolizer (the file offset) is a different function.
+        wrong = llvm(b.lib, [file_offset - 1])[0][-1][0]
+        assert wrong != f["function"]
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_text_output_format_and_conflict(builds, name, tmp_path, empty_debug_dir):
+    b = builds[name]
+    _, out, _ = run([write(tmp_path, "t.txt", b.outputs["trace"]), "--debug-dir", str(empty_debug_dir)])
+    lines = out.splitlines()
+    assert "  [0] [libasciichat.so] frame_encode() (lib/lib.c:" in out
+    assert any(re.match(r"^      \[inlined\] helper_inl\(\) \(lib/lib\.c:\d+\)$", x) for x in lines)
+    # dup_symbol is defined in both images: the exe's frame names both images and both answers.
+    dup = [x for x in lines if "dup_symbol()" in x and x.lstrip().startswith("[")]
+    assert len(dup) == 1
+    for x in dup:
+        assert "[CONFLICT!]" in x
+        assert "[ascii-chat] dup_symbol() (src/main.c:" in x
+        assert "[libasciichat.so] dup_symbol() (lib/lib.c:" in x
+    # No conflict for names defined once.
+    assert not [x for x in lines if "[CONFLICT!]" in x and "dup_symbol" not in x]
+    # The maps lines pass through unchanged.
+    for raw in b.outputs["trace"].splitlines():
+        if " r-xp " in raw:
+            assert raw in lines
+
+
+def test_conflict_json_and_colour(builds, tmp_path, empty_debug_dir):
+    b = builds["lld"]
+    path = write(tmp_path, "t.txt", b.outputs["trace"])
+    _, data = run_json([path, "--debug-dir", str(empty_debug_dir)])
+    dups = [f for f in data["frames"] if f["function"] == "dup_symbol"]
+    assert [f["module"] for f in dups] == ["ascii-chat"]
+    for f in dups:
+        assert {c["module"] for c in f["conflict"]} == {"ascii-chat", "libasciichat.so"}
+        files = {c["module"]: c["file"] for c in f["conflict"]}
+        assert files == {"ascii-chat": "src/main.c", "libasciichat.so": "lib/lib.c"}
+    assert all(f["conflict"] is None for f in data["frames"] if f["function"] != "dup_symbol")
+    result = CliRunner().invoke(main, ["symbolize", path, "--color", "always", "--debug-dir", str(empty_debug_dir)])
+    red = [x for x in result.stdout.splitlines() if "CONFLICT" in x]
+    assert red and all("\x1b[1;31m" in x or "\x1b[31;1m" in x for x in red)
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_crash_block_trampoline_and_faulting_pc(builds, name, tmp_path, lib_src_lines, empty_debug_dir):
+    b = builds[name]
+    _, data = run_json([write(tmp_path, "c.txt", b.outputs["crash"]), "--debug-dir", str(empty_debug_dir)])
+    frames = data["frames"]
+    names = [f["function"] for f in frames]
+    k = names.index("crash_now")
+    # The frame before crash_now is the signal trampoline in libc; crash_now is the faulting PC: no -1.
+    assert frames[k - 1]["module"].startswith("libc.so")
+    assert frames[k]["lookup_address"] == frames[k]["module_offset"]
+    assert frames[k]["line"] == lib_src_lines["CRASH_LINE"]
+    assert frames[k + 1]["function"] == "main"
+    assert int(frames[k + 1]["lookup_address"], 16) == int(frames[k + 1]["module_offset"], 16) - 1
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_glibc_backtrace_symbols(builds, name, tmp_path, empty_debug_dir):
+    b = builds[name]
+    text = b.outputs["symbols"]
+    assert "libasciichat.so(" in text  # glibc's own format, e.g. `.../libasciichat.so(frame_encode+0x1b) [0x…]`
+    code, data = run_json([write(tmp_path, "s.txt", text), "--debug-dir", str(empty_debug_dir)])
+    fn = [f["function"] for f in data["frames"] if f["module"] in ("libasciichat.so", "ascii-chat")]
+    assert fn == ["frame_encode", "layer1", "layer2", "layer3", "dup_symbol", "main", "_start"]
+    # Without the maps lines, module+offset alone is enough.
+    no_maps = "\n".join(x for x in text.splitlines() if not re.match(r"^[0-9a-f]+-[0-9a-f]+ ", x))
+    code, data2 = run_json([write(tmp_path, "s2.txt", no_maps), "--debug-dir", str(empty_debug_dir)])
+    assert [chain_of(f) for f in data2["frames"]] == [chain_of(f) for f in data["frames"]]
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_maps_option_and_module_names_without_maps(builds, name, tmp_path, empty_debug_dir):
+    b = builds[name]
+    trace = b.outputs["trace"]
+    frames_only = "\n".join(x for x in trace.splitlines() if not re.match(r"^[0-9a-f]+-[0-9a-f]+ ", x))
+    maps_only = "\n".join(x for x in trace.splitlines() if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", x))
+    ref = run_json([write(tmp_path, "t.txt", trace), "--debug-dir", str(empty_debug_dir)])[1]["frames"]
+    via_opt = run_json([write(tmp_path, "f.txt", frames_only), "--maps", write(tmp_path, "m.txt", maps_only),
+                        "--debug-dir", str(empty_debug_dir)])[1]["frames"]  # fmt: skip
+    assert [chain_of(f) for f in via_opt] == [chain_of(f) for f in ref]
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_bias_recovery_without_maps(builds, name, tmp_path, empty_debug_dir):
+    """Frames named by module but no maps: the load bias comes from the return addresses themselves."""
+    b = builds[name]
+    trace = b.outputs["trace"]
+    ref = run_json([write(tmp_path, "t.txt", trace), "--debug-dir", str(empty_debug_dir)])[1]["frames"]
+    named = []
+    for f, line in zip(ref, [x for x in trace.splitlines() if re.match(r"^\s+\[\d+\] 0x", x)]):
+        if f["module"] in ("libasciichat.so", "ascii-chat"):
+            named.append(line.replace("] 0x", f"] [{f['module']}] 0x"))
+    code, data = run_json([write(tmp_path, "n.txt", "\n".join(named)), "--exe", str(b.exe), "--lib", str(b.lib),
+                           "--debug-dir", str(empty_debug_dir)])  # fmt: skip
+    ours = [f for f in ref if f["module"] in ("libasciichat.so", "ascii-chat")]
+    assert [chain_of(f) for f in data["frames"]] == [chain_of(f) for f in ours]
+    mods = {m["name"]: m for m in data["modules"]}
+    lib_bias = parse_maps_bias(trace, "libasciichat.so")
+    assert mods["libasciichat.so"]["bias_source"] == "recovered"
+    assert mods["libasciichat.so"]["bias"] == lib_bias
+    assert mods["libasciichat.so"]["confidence"] == "high"
+    assert any("recovered load bias" in n and "libasciichat.so" in n for n in data["notes"])
+    # Bare addresses, no module names: each address is attributed to the image whose bias fits it.
+    bare = "\n".join(x.split("] ", 1)[0] + "] " + x.rsplit(" ", 1)[1] for x in named)
+    _, data = run_json([write(tmp_path, "b.txt", bare), "--exe", str(b.exe), "--lib", str(b.lib),
+                           "--debug-dir", str(empty_debug_dir)])  # fmt: skip
+    assert [f["module"] for f in data["frames"]] == [f["module"] for f in ours]
+    assert [chain_of(f) for f in data["frames"]] == [chain_of(f) for f in ours]
+
+
+def parse_maps_bias(trace: str, name: str) -> int:
+    maps = [m for m in parse_text(trace).maps if m.path.endswith("/" + name)]
+    return min(m.start for m in maps if m.offset == 0)
+
+
+def test_live_pid(builds, tmp_path, empty_debug_dir):
+    b = builds["lld"]
+    proc = subprocess.Popen([str(b.exe), "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while True:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if not line or "[vsyscall]" in line:
+                break
+        frames = "".join(x for x in lines if re.match(r"^\s+\[\d+\] 0x", x))
+        _, data = run_json([write(tmp_path, "p.txt", frames), "--pid", str(proc.pid),
+                               "--debug-dir", str(empty_debug_dir)])  # fmt: skip
+        assert [f["function"] for f in data["frames"]][:4] == ["frame_encode", "layer1", "layer2", "layer3"]
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
+def test_round_trip_of_resolved_output(builds, tmp_path, empty_debug_dir):
+    """Our own output, fed back in, parses to the same frames and re-checks against the binaries."""
+    b = builds["lld"]
+    first = run([write(tmp_path, "t.txt", b.outputs["trace"]), "--debug-dir", str(empty_debug_dir)])[1]
+    _, data = run_json([write(tmp_path, "again.txt", first), "--exe", str(b.exe), "--lib", str(b.lib),
+                           "--debug-dir", str(empty_debug_dir)])  # fmt: skip
+    ours = [f for f in data["frames"] if f["module"] in ("libasciichat.so", "ascii-chat")]
+    assert [f["function"] for f in ours][:4] == ["frame_encode", "layer1", "layer2", "layer3"]
+    assert all(f["source"] == "input" for f in ours)
+    assert not [f for f in ours if (f["note"] or "").startswith("re-check failed")]
+    # Printing it again gives the same text for our frames (inline sub-lines regenerated, not duplicated).
+    second = run([write(tmp_path, "again2.txt", first), "--exe", str(b.exe), "--lib", str(b.lib),
+                  "--debug-dir", str(empty_debug_dir)])[1]  # fmt: skip
+    pick = [x for x in first.splitlines() if "lib/lib.c" in x or "src/main.c" in x]
+    pick2 = [x for x in second.splitlines() if "lib/lib.c" in x or "src/main.c" in x]
+    assert pick == pick2
+
+
+def test_recheck_flags_a_wrong_resolved_frame(builds, tmp_path, empty_debug_dir):
+    b = builds["lld"]
+    text = (
+        "Backtrace\n  [0] [libasciichat.so] frame_encode() (lib/lib.c:999)\n"
+        "  [1] [libasciichat.so] nope_fn() (lib/lib.c:3)\n"
+    )
+    code, data = run_json([write(tmp_path, "w.txt", text), "--lib", str(b.lib), "--debug-dir", str(empty_debug_dir)])
+    assert code == 1
+    notes = [f["note"] for f in data["frames"]]
+    assert "lib/lib.c:999 is not in frame_encode()" in notes[0]
+    assert "nope_fn() is not defined in libasciichat.so" in notes[1]
+
+
+def test_no_cache_gives_identical_output(builds, tmp_path, empty_debug_dir, monkeypatch):
+    b = builds["gnu"]
+    path = write(tmp_path, "t.txt", b.outputs["trace"])
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ASCIICHAT_DIAG_CACHE_DIR", str(cache))
+    cold = run([path, "--debug-dir", str(empty_debug_dir)])
+    assert list(cache.glob("*.idx")), "the cold run fills the cache"
+    warm = run([path, "--debug-dir", str(empty_debug_dir)])
+    uncached = run([path, "--no-cache", "--debug-dir", str(empty_debug_dir)])
+    assert cold[:2] == warm[:2] == uncached[:2]
+    # A damaged cache file is rebuilt, never trusted.
+    for f in cache.glob("*.idx"):
+        f.write_bytes(f.read_bytes()[:40])
+    assert run([path, "--debug-dir", str(empty_debug_dir)])[:2] == cold[:2]
+
+
+def test_exit_one_when_frames_unresolved(tmp_path):
+    code, out, _ = run([write(tmp_path, "u.txt", "Backtrace\n  [0] 0x7f3a2b1c4d5e\n  [1] [NULL]\n")])
+    assert code == 1
+    assert "  [0] 0x7f3a2b1c4d5e" in out
+
+
+def test_sanitizer_report_real(tmp_path, empty_debug_dir):
+    """A real ASan report with symbolize=0: `(module+0xoff) (BuildId: …)` frames."""
+    src = tmp_path / "asan.c"
+    src.write_text("__attribute__((noinline)) int bad(int *p) { return p[1]; }\nint main(void) { return bad(0); }\n")
+    exe = tmp_path / "asan"
+    r = subprocess.run(["clang", "-g", "-O0", "-fsanitize=address", str(src), "-o", str(exe)], capture_output=True)
+    if r.returncode:
+        pytest.skip("clang cannot link ASan here")
+    rep = subprocess.run([str(exe)], capture_output=True, text=True, env={**os.environ, "ASAN_OPTIONS": "symbolize=0"})
+    assert "(BuildId:" in rep.stderr
+    _, data = run_json([write(tmp_path, "asan.txt", rep.stderr), "--debug-dir", str(empty_debug_dir)])
+    fn = [f["function"] for f in data["frames"]]
+    assert fn[:1] == ["bad"] and "main" in fn
+    bad = data["frames"][0]
+    # Sanitizer frames are already call-site PCs: looked up as printed.
+    assert bad["lookup_address"] == bad["module_offset"]
+    assert bad["line"] == 1
+    assert bad["file"].endswith("asan.c")
