@@ -174,6 +174,8 @@ def _entry(r: DiagSocket, port: int | None, uid, user, inode, processes: list[Pr
         inode or None,
         processes,
         holders,
+        r.recv_q if inode is not None else None,
+        r.send_q if inode is not None else None,
     )
 
 
@@ -422,6 +424,7 @@ def analyse(port: int, entries: list[SocketEntry], source: str, scan: InodeScan 
                     )
                 )
         findings += ownership_findings(listeners, expect, scan, source)
+        findings += accept_queue_findings(listeners)
     if in_range and rng:
         findings.append(
             Finding(
@@ -468,6 +471,32 @@ def ipv6_loopback_available() -> bool:
         return True
     except OSError:
         return False
+
+
+def accept_queue_findings(listeners: list[SocketEntry]) -> list[Finding]:
+    """A listener whose accept queue is full is alive in the kernel and dead to clients."""
+    out = []
+    for e in listeners:
+        if e.recv_q is None or e.send_q is None or not e.recv_q:
+            continue
+        if e.recv_q > e.send_q or (e.send_q and e.recv_q >= e.send_q):
+            out.append(
+                Finding(
+                    PROBLEM,
+                    "accept_queue_full",
+                    f"{e.local}: accept queue full ({e.recv_q}/{e.send_q}): the owning process is not calling "
+                    "accept() (stopped, hung, or busy), so new clients time out",
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    INFO,
+                    "accept_queue",
+                    f"{e.local}: {e.recv_q} connection(s) waiting to be accepted (backlog {e.send_q})",
+                )
+            )
+    return out
 
 
 def probe_findings(report: PortReport, families: str) -> list[Finding]:
@@ -529,6 +558,7 @@ def gather_all(
     *, expect: list[str] | None = None, probe: bool = False, timeout_s: float = 1.0, backend: str = "auto"
 ) -> list[PortReport]:
     """One report per TCP port that has a listener (owner checks off unless `expect` is given)."""
+    started = time.perf_counter()
     # one dump and one /proc walk for every port, then split by port
     raw, source = collect_sockets(None, backend=backend)
     ports = sorted({_record(r).local_port for r in raw if _record(r).state == "LISTEN"})
@@ -555,5 +585,6 @@ def gather_all(
             report.probes, report.acip, report.ws = run_probes(port, timeout_s=timeout_s)
             report.findings += probe_findings(report, "any")
         report.ok = report.listening and not any(f.severity == PROBLEM for f in report.findings)
+        report.elapsed_ms = (time.perf_counter() - started) * 1000
         reports.append(report)
     return reports

@@ -47,6 +47,8 @@ def socket_dict(e: SocketEntry) -> dict[str, Any]:
         "inode": e.inode,
         "pids": [p.pid for p in e.processes],
         "holders": [list(h) for h in e.holders],
+        "recv_q": e.recv_q,
+        "send_q": e.send_q,
     }
 
 
@@ -61,7 +63,7 @@ def socket_row(e: SocketEntry) -> str:
         f'"local_ip": {v(e.local_ip)}, "local_port": {e.local_port}, "remote_ip": {v(e.remote_ip)}, '
         f'"remote_port": {e.remote_port}, "side": {v(e.side)}, "v6only": {v(e.v6only)}, "timer": {v(e.timer)}, '
         f'"time_left_s": {v(e.time_left_s)}, "uid": {v(e.uid)}, "user": {v(e.user)}, "inode": {v(e.inode)}, '
-        f'"pids": [{pids}], "holders": [{holders}]}}'
+        f'"pids": [{pids}], "holders": [{holders}], "recv_q": {v(e.recv_q)}, "send_q": {v(e.send_q)}}}'
     )
 
 

@@ -39,6 +39,8 @@ class SocketEntry:
     inode: int | None
     processes: list[ProcessInfo] = field(default_factory=list)  # shared objects, one per process
     holders: list[tuple[int, int]] = field(default_factory=list)  # (pid, fd) through which each holds it
+    recv_q: int | None = None  # LISTEN: accept queue length; otherwise bytes not yet read
+    send_q: int | None = None  # LISTEN: backlog; otherwise bytes not yet acknowledged
 
     @property
     def local(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -23,8 +25,12 @@ STATE_STYLE = {"LISTEN": "green", "TIME_WAIT": "magenta", "CLOSE_WAIT": "red", "
 
 def _proc_text(e: SocketEntry, short: bool = False) -> str:
     if not e.processes:
-        if e.state == "TIME_WAIT" or not e.inode:
-            return "-"  # TIME_WAIT has no descriptor, hence no process, by design
+        if not e.inode:
+            if e.state in ("ESTABLISHED", "CLOSE_WAIT", "SYN_RECV") and e.side == "local":
+                return "(not accepted yet)"
+            return "-"  # TIME_WAIT and orphans have no descriptor, hence no process, by design
+        if os.geteuid() == 0:
+            return "? (another PID namespace)"
         return f"? (uid {e.uid}, needs root)" if e.uid is not None else "?"
     parts = []
     for p in e.processes:
@@ -75,7 +81,7 @@ def port_renderable(report: PortReport) -> RenderableType:
     parts.append(verdict)
 
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for col in ("family", "state", "local", "remote", "timer"):
+    for col in ("family", "state", "local", "remote", "timer/queue"):
         table.add_column(col, no_wrap=True)
     table.add_column("pid process", overflow="fold")
     shown = report.sockets
@@ -89,7 +95,9 @@ def port_renderable(report: PortReport) -> RenderableType:
         shown = keep
     for e in shown:
         timer = ""
-        if e.time_left_s is not None:
+        if e.state == "LISTEN" and e.send_q:
+            timer = f"queue {e.recv_q}/{e.send_q}"
+        elif e.time_left_s is not None:
             timer = f"{e.time_left_s:.1f}s left"
         elif e.timer:
             timer = e.timer

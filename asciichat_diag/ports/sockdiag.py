@@ -77,6 +77,8 @@ class DiagSocket(NamedTuple):
     uid: int
     inode: int  # 0 for TIME_WAIT/orphans: no file, hence no process
     v6only: bool | None  # only reported for AF_INET6 sockets in LISTEN/CLOSE
+    recv_q: int = 0  # LISTEN: connections waiting in the accept queue; else unread bytes
+    send_q: int = 0  # LISTEN: the backlog passed to listen(); else unsent bytes
 
 
 def _port_bytecode(port: int) -> bytes:
@@ -154,7 +156,7 @@ def _parse(data: bytes, out: list[DiagSocket], addrs: _AddrCache) -> bool:
             return True
         if msg_type == SOCK_DIAG_BY_FAMILY:
             p = offset + 16
-            family, state, timer, _re, sport, dport, src, dst, _if, _ck, expires, _rq, _wq, uid, inode = unpack_msg(
+            family, state, timer, _re, sport, dport, src, dst, _if, _ck, expires, rq, wq, uid, inode = unpack_msg(
                 data, p
             )
             v6only = None
@@ -184,6 +186,8 @@ def _parse(data: bytes, out: list[DiagSocket], addrs: _AddrCache) -> bool:
                     uid,
                     inode,
                     v6only,
+                    rq,
+                    wq,
                 )
             )
         offset += (msg_len + 3) & ~3

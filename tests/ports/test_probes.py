@@ -272,3 +272,7 @@ def test_full_accept_queue_times_out_and_is_flagged(net, port, sockets) -> None:
     report = gather_port(port, expect=[], families="ipv4", timeout_s=0.3)
     finding = next(f for f in report.findings if f.code == "probe_failed")
     assert "does not accept" in finding.message and not report.ok
+    (lst_entry,) = [e for e in report.sockets if e.state == "LISTEN"]
+    assert lst_entry.send_q == 0 and lst_entry.recv_q >= 1  # listen(0), and clients queued
+    full = next(f for f in report.findings if f.code == "accept_queue_full")
+    assert full.severity == "problem" and "not calling accept()" in full.message
