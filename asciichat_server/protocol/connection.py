@@ -19,10 +19,12 @@ from nacl.signing import SigningKey
 from .constants import (
     AUTH_NONCE_SIZE,
     ED25519_SIGNATURE_SIZE,
+    ENCRYPTED_OVERHEAD,
     HANDSHAKE_TYPES,
     HMAC_SIZE,
     KEY_SIZE,
     MAX_ENCRYPTED_PLAINTEXT,
+    MAX_PAYLOAD,
     AuthFailure,
     AuthRequirement,
     CryptoMode,
@@ -63,6 +65,11 @@ from .payloads import (
 from .session import EncryptedSession
 
 Transport = Literal["tcp", "ws"]
+
+# Before a TCP session is established only handshake packets (≤ 169 bytes) or the first
+# CLIENT_CAPABILITIES (168) are valid; c41's handshake validator allows CRYPTO_* up to 64 KiB. An
+# unauthenticated peer therefore cannot make us buffer a 5 MiB payload.
+HANDSHAKE_MAX_PAYLOAD = 65536
 
 # Application packets sent before the session key is confirmed wait in memory; a peer that never
 # confirms must not make us hold a whole video stream, so only the newest ones are kept.
@@ -194,8 +201,16 @@ class _Connection:
         if not self._accepting():
             return []
         try:
-            packets = self._decoder.feed(data)
-            return self._dispatch(packets)
+            self._decoder.append(data)
+            events, self._pending_events = self._pending_events, []
+            while self.state is not ConnectionState.CLOSED:  # after AUTH_FAILED whatever follows is moot
+                # The limit depends on the state, which each packet may change.
+                self._decoder.max_payload = self._payload_limit()
+                packet = next(self._decoder, None)
+                if packet is None:
+                    break
+                events += self._handle(packet)
+            return events
         except ProtocolError as exc:
             self._enter_error(exc)
             raise
@@ -205,7 +220,8 @@ class _Connection:
         if not self._accepting():
             return []
         try:
-            return self._dispatch([decode_packet(msg)])
+            events, self._pending_events = self._pending_events, []
+            return events + self._handle(decode_packet(msg, self._payload_limit()))
         except ProtocolError as exc:
             self._enter_error(exc)
             raise
@@ -252,13 +268,12 @@ class _Connection:
         self.error = exc
         self._held.clear()
 
-    def _dispatch(self, packets: list[Packet]) -> list[Event]:
-        events, self._pending_events = self._pending_events, []
-        for packet in packets:
-            if self.state is ConnectionState.CLOSED:
-                break  # AUTH_FAILED was just queued: whatever follows is moot
-            events += self._handle(packet)
-        return events
+    def _payload_limit(self) -> int:
+        if self._session is not None:
+            return MAX_ENCRYPTED_PLAINTEXT + ENCRYPTED_OVERHEAD  # nothing bigger can be valid any more
+        if self.state is ConnectionState.OPEN or self.transport == "ws":
+            return MAX_PAYLOAD  # WS peers may send frames before their handshake ends
+        return HANDSHAKE_MAX_PAYLOAD
 
     def _queue(self, ptype: int, payload: bytes = b"") -> None:
         """A handshake packet: always plaintext."""

@@ -97,49 +97,67 @@ class PacketDecoder:
     """
 
     def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
+        # May be changed between packets (a connection tightens it during its handshake).
         self.max_payload = max_payload
         self._buf = bytearray()
+        self._pos = 0
         self._header: Header | None = None
         self._error: ProtocolError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as part of a packet."""
-        return len(self._buf)
+        return len(self._buf) - self._pos
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
-        if self._error is not None:
-            raise ProtocolError(f"decoder already failed: {self._error.reason}", self._error.error_code)
+        """Buffer `data` and return every packet now complete."""
+        self.append(data)
+        return list(self)
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Buffer `data` without decoding; iterate the decoder to take packets one at a time."""
+        self._raise_if_failed()
+        self._buf += data
+
+    def __iter__(self) -> PacketDecoder:
+        return self
+
+    def __next__(self) -> Packet:
+        self._raise_if_failed()
         try:
-            return self._feed(data)
+            packet = self._next()
         except ProtocolError as exc:
             self._error = exc
             self._buf.clear()
+            self._pos = 0
             raise
+        if packet is None:
+            if self._pos:
+                del self._buf[: self._pos]
+                self._pos = 0
+            raise StopIteration
+        return packet
 
-    def _feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
-        self._buf += data
-        packets: list[Packet] = []
-        pos = 0
-        buf = self._buf
-        while True:
-            if self._header is None:
-                available = len(buf) - pos
-                if available < HEADER_SIZE:
-                    prefix = buf[pos : pos + min(available, len(MAGIC_BYTES))]
-                    if not MAGIC_BYTES.startswith(prefix):
-                        raise ProtocolError(f"bad magic: stream starts with {bytes(prefix).hex()}")
-                    break
-                self._header = parse_header(bytes(buf[pos : pos + HEADER_SIZE]), self.max_payload)
-                pos += HEADER_SIZE
-            header = self._header
-            if len(buf) - pos < header.length:
-                break
-            payload = bytes(buf[pos : pos + header.length])
-            pos += header.length
-            self._header = None
-            _check_crc(header, payload)
-            packets.append(Packet(header.type, payload, header.client_id))
-        if pos:
-            del buf[:pos]
-        return packets
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise ProtocolError(f"decoder already failed: {self._error.reason}", self._error.error_code)
+
+    def _next(self) -> Packet | None:
+        buf, pos = self._buf, self._pos
+        if self._header is None:
+            available = len(buf) - pos
+            if available < HEADER_SIZE:
+                prefix = buf[pos : pos + min(available, len(MAGIC_BYTES))]
+                if not MAGIC_BYTES.startswith(prefix):
+                    raise ProtocolError(f"bad magic: stream starts with {bytes(prefix).hex()}")
+                return None
+            self._header = parse_header(bytes(buf[pos : pos + HEADER_SIZE]), self.max_payload)
+            pos = self._pos = pos + HEADER_SIZE
+        header = self._header
+        if len(buf) - pos < header.length:
+            return None
+        payload = bytes(buf[pos : pos + header.length])
+        self._pos = pos + header.length
+        self._header = None
+        _check_crc(header, payload)
+        return Packet(header.type, payload, header.client_id)

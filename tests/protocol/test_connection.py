@@ -448,8 +448,24 @@ def test_inner_handshake_type_rejected() -> None:
 
 def test_oversize_encrypted_plaintext_rejected_before_decrypting() -> None:
     server, _ = _established()
-    with pytest.raises(ProtocolError, match="plaintext limit"):
-        server.receive_data(encode_packet(PacketType.ENCRYPTED, bytes(1024 * 1024 + 41)))
+    # The header alone is refused: nothing larger than 1 MiB + nonce + MAC can be valid once encrypted.
+    with pytest.raises(ProtocolError, match="exceeds"):
+        server.receive_data(encode_packet(PacketType.ENCRYPTED, bytes(1024 * 1024 + 41))[:22])
+
+
+def test_unauthenticated_peer_cannot_announce_a_large_payload() -> None:
+    server = ServerConnection(ServerSecurity(), "tcp")
+    with pytest.raises(ProtocolError, match="exceeds"):
+        server.receive_data(encode_packet(PacketType.PROTOCOL_VERSION, bytes(65537))[:22])
+
+
+def test_plaintext_session_allows_large_frames_right_after_the_first_packet() -> None:
+    frame = AsciiFrame(80, 24, b"x" * 300_000).encode()  # bigger than the handshake limit
+    server = ServerConnection(ServerSecurity(), "tcp")
+    chunk = encode_packet(PacketType.CLIENT_CAPABILITIES, CAPS) + encode_packet(PacketType.IMAGE_FRAME, frame)
+    events = server.receive_data(chunk)
+    assert [type(e) for e in events] == [HandshakeComplete, PacketReceived, PacketReceived]
+    assert events[2] == PacketReceived(Packet(PacketType.IMAGE_FRAME, frame))
 
 
 def test_send_refuses_what_cannot_be_encrypted() -> None:
