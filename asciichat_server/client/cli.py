@@ -52,12 +52,25 @@ def _detect_color_level(tty: bool) -> str:
 @click.option("-x", "--width", type=click.IntRange(1, 4096), default=None, help="Columns (default: terminal).")
 @click.option("-y", "--height", type=click.IntRange(1, 4096), default=None, help="Rows (default: terminal).")
 @click.option("--fps", type=click.IntRange(1, 144), default=60, show_default=True, help="Frames per second, both ways.")
-@click.option("--color-level", type=click.Choice(["auto", *COLOR_LEVELS]), default="auto", show_default=True)
+@click.option(
+    "--color-level",
+    "--color-mode",
+    "color_level",
+    type=click.Choice(["auto", *COLOR_LEVELS]),
+    default="auto",
+    show_default=True,
+)
 @click.option("--render-mode", type=click.Choice(list(RENDER_MODES)), default="foreground", show_default=True)
 @click.option("--palette", type=click.Choice(list(PALETTES)), default="standard", show_default=True)
 @click.option("--palette-chars", default="", help="Characters (dark to light) for --palette custom.")
 @click.option("--snapshot", is_flag=True, help="Print one frame after --snapshot-delay seconds and exit.")
-@click.option("--snapshot-delay", type=click.FloatRange(0, 3600), default=3.0, show_default=True)
+@click.option(
+    "--snapshot-delay",
+    type=click.FloatRange(0, 3600),
+    default=3.0,
+    show_default=True,
+    help="Seconds from the first frame.",
+)
 @click.option("--no-encrypt", is_flag=True, help="Plaintext session (the server must allow it).")
 @click.option("--password", default=None, help="Shared password (8-256 bytes).")
 @click.option("--server-key", default=None, help="Pin the server's Ed25519 identity (ssh-ed25519 line or hex).")

@@ -241,3 +241,35 @@ def test_tty_output_uses_cursor_home(server_factory, tmp_path) -> None:
     assert b"\x1b[2J" in received  # cleared before the first frame
     assert b"\x1b[38;2;" in received  # truecolor auto-detected from COLORTERM on a TTY
     assert received.rstrip().endswith(b"\x1b[?25h") or b"\x1b[?25h" in received[-64:]  # cursor restored
+
+
+def test_websocket_plaintext_mode(server_factory, run_client) -> None:
+    server = server_factory("--ws-plaintext", websocket=True)
+    result = run_client(server.ws, "--no-encrypt", *SNAPSHOT, "-x", "40", "-y", "12", "--log-level", "info")
+    assert result.returncode == 0, result.stderr
+    assert_frame(result.stdout, 40, 12)
+    assert "(ws, plaintext)" in result.stderr
+
+
+def test_custom_palette_and_color_mode_alias(server_factory, run_client) -> None:
+    server = server_factory()
+    args = ["--test-pattern", "--snapshot", "--snapshot-delay", "0.5", "--fps", "10", "-x", "40", "-y", "12"]
+    result = run_client(server.tcp, *args, "--color-mode", "none", "--palette", "custom", "--palette-chars", " .oO@")
+    assert result.returncode == 0, result.stderr
+    chars = set(result.stdout.replace("\n", ""))
+    assert chars <= set(" .oO@") and {"@", "o"} <= chars, chars
+
+
+def test_pinned_key_as_ssh_line_and_key_file(server_factory, run_client, tmp_path) -> None:
+    from asciichat_server.config import openssh_public_line
+
+    identity = nacl.signing.SigningKey.generate()
+    server = server_factory("--key", _write_seed(tmp_path / "server.key", identity))
+    pub = tmp_path / "server.pub"
+    pub.write_text(openssh_public_line(identity.verify_key, "test-server") + "\n")
+    by_line = run_client(server.tcp, *SNAPSHOT, "--server-key", pub.read_text().strip())
+    assert by_line.returncode == 0, by_line.stderr
+    by_file = run_client(server.tcp, *SNAPSHOT, "--server-key", str(pub))
+    assert by_file.returncode == 0, by_file.stderr
+    bad = run_client(server.tcp, *SNAPSHOT, "--server-key", "ssh-ed25519 AAAA")
+    assert bad.returncode == 2 and "server key" in bad.stderr.lower()
