@@ -49,6 +49,9 @@ EXIT_FAILURE = 1
 PING_INTERVAL_S = 1.0
 # How long a --snapshot run waits for its first frame once the session is open.
 SNAPSHOT_FIRST_FRAME_TIMEOUT_S = 10.0
+# A full server answers with the text line "SERVER_FULL: Maximum client limit reached\n" (c41 and ours).
+SERVER_FULL_PREFIX = b"SERVER_FULL"
+SERVER_FULL_PREFIX_LEN = 128
 # Pixel format the native client puts in IMAGE_FRAME for RGB24 (ACIP.md 5.1.1).
 PIXEL_FORMAT_RGB24 = 1
 # REMOTE_LOG level byte -> logging level (DEV, DEBUG, INFO, WARN, ERROR, FATAL).
@@ -106,6 +109,7 @@ class ClientSession:
         self._last_rx = time.monotonic()
         self._opened_at = 0.0
         self._first_frame_at = 0.0
+        self._early = b""  # first bytes from the server, to recognise the SERVER_FULL text line
         # A slow server (the C debug build needs seconds for its first frame) gets as long as --timeout.
         self._first_frame_timeout_s = max(SNAPSHOT_FIRST_FRAME_TIMEOUT_S, options.silence_timeout_s)
         self._source = self._make_source()
@@ -147,9 +151,15 @@ class ClientSession:
                     raise ClientError(f"connection closed during the handshake ({reason})")
                 raise ClientError(f"connection lost: {reason}")
             self._last_rx = time.monotonic()
+            if not self._opened.is_set() and len(self._early) < SERVER_FULL_PREFIX_LEN:
+                self._early += data[:SERVER_FULL_PREFIX_LEN]
             try:
                 events = feed(data)
             except ProtocolError as exc:
+                if self._early.startswith(SERVER_FULL_PREFIX):
+                    # A full server (C or ours) writes one text line instead of a packet, then closes.
+                    line = self._early.split(b"\n", 1)[0].decode("ascii", "replace")
+                    raise ClientError(f"server is full ({line})") from exc
                 # The core queued an ERROR_MESSAGE for the server if it could; deliver it before closing.
                 await self._flush_quietly()
                 phase = "handshake failed" if not self._opened.is_set() else "protocol error"

@@ -273,3 +273,19 @@ def test_pinned_key_as_ssh_line_and_key_file(server_factory, run_client, tmp_pat
     assert by_file.returncode == 0, by_file.stderr
     bad = run_client(server.tcp, *SNAPSHOT, "--server-key", "ssh-ed25519 AAAA")
     assert bad.returncode == 2 and "server key" in bad.stderr.lower()
+
+
+def test_full_server_is_reported(server_factory, run_client) -> None:
+    server = server_factory("--max-clients", "1")
+    cmd = [sys.executable, "-m", "asciichat_server.client.cli", server.tcp, "-x", "20", "-y", "6", "--fps", "5"]
+    holder = subprocess.Popen(
+        cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline()  # the first client is in and receiving frames
+        result = run_client(server.tcp, *SNAPSHOT)
+    finally:
+        holder.send_signal(signal.SIGINT)
+        holder.communicate(timeout=10)
+    assert result.returncode == 1
+    assert "server is full (SERVER_FULL: Maximum client limit reached)" in result.stderr, result.stderr
