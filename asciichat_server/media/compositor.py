@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -115,7 +116,9 @@ def scale_nearest(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
         return np.ascontiguousarray(pixels[..., :3])
     ys = (np.arange(height) * src_h) // height
     xs = (np.arange(width) * src_w) // width
-    return pixels[ys[:, None], xs[None, :], :3]
+    # Two axis-wise takes are several times faster than one 2-D fancy index.
+    scaled = pixels.take(ys, axis=0).take(xs, axis=1)
+    return scaled if scaled.shape[2] == 3 else np.ascontiguousarray(scaled[..., :3])
 
 
 @dataclass
@@ -210,22 +213,12 @@ class Compositor:
 
     def _grid(self, sources: list[VideoSource], rects: tuple[Rect, ...], spec: RenderSpec) -> bytes:
         tile_rows = [self._tile_rows(s, r.w, r.h, spec) if r.w > 0 and r.h > 0 else [] for s, r in zip(sources, rects)]
-        spaces = b" " * spec.cols
-        out = []
-        for y in range(spec.rows):
-            pieces = []
-            cursor = 0
-            for rect, rows in sorted(
-                ((r, t) for r, t in zip(rects, tile_rows) if t and r.y <= y < r.y + r.h), key=lambda rt: rt[0].x
-            ):
-                if rect.x > cursor:
-                    pieces.append(spaces[: rect.x - cursor])
-                pieces.append(rows[y - rect.y])
-                cursor = rect.x + rect.w
-            if cursor < spec.cols:
-                pieces.append(spaces[: spec.cols - cursor])
-            out.append(b"".join(pieces))
-        return b"\n".join(out)
+        return b"".join(
+            [
+                item if item.__class__ is bytes else tile_rows[item[0]][item[1]]
+                for item in _frame_plan(rects, spec.cols, spec.rows)
+            ]
+        )
 
     def _tile_rows(self, source: VideoSource, cols: int, rows: int, spec: RenderSpec) -> list[bytes]:
         half = spec.half_block
@@ -261,6 +254,33 @@ class Compositor:
         self.stats.scales += 1
         self._scaled.put(key, scaled, scaled.nbytes + 128)
         return scaled
+
+
+@lru_cache(maxsize=256)
+def _frame_plan(rects: tuple[Rect, ...], cols: int, rows: int) -> tuple[bytes | tuple[int, int], ...]:
+    """The frame as a flat sequence of literal blanks/newlines (bytes) and (tile, tile row) references.
+
+    Computed once per layout, so composing a frame is one join over cached tile rows. Adjacent literals
+    (a row's trailing blanks, the newline, the next row's leading blanks) are merged into one piece.
+    """
+    plan: list[bytes | tuple[int, int]] = []
+    literal = b""
+    for y in range(rows):
+        if y:
+            literal += b"\n"
+        cursor = 0
+        covering = sorted((r.x, i) for i, r in enumerate(rects) if r.w > 0 and r.h > 0 and r.y <= y < r.y + r.h)
+        for x, i in covering:
+            literal += b" " * (x - cursor)
+            if literal:
+                plan.append(literal)
+                literal = b""
+            plan.append((i, y - rects[i].y))
+            cursor = x + rects[i].w
+        literal += b" " * (cols - cursor)
+    if literal:
+        plan.append(literal)
+    return tuple(plan)
 
 
 def _mentions(key: Hashable, source_id: int) -> bool:
