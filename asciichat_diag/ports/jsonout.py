@@ -15,18 +15,6 @@ from asciichat_diag.ports.model import BindReport, PortReport, SocketEntry
 _string = json.encoder.encode_basestring  # the C string escaper json itself uses (no ASCII forcing)
 
 
-def _value(v: Any) -> str:
-    if v is None:
-        return "null"
-    if v is True:
-        return "true"
-    if v is False:
-        return "false"
-    if isinstance(v, str):
-        return _string(v)
-    return repr(v)  # int, float
-
-
 def socket_dict(e: SocketEntry) -> dict[str, Any]:
     """The JSON object for one socket (what `socket_row` writes, as a dict)."""
     return {
@@ -52,18 +40,35 @@ def socket_dict(e: SocketEntry) -> dict[str, Any]:
     }
 
 
+_LITERAL = {None: "null", True: "true", False: "false"}
+_user_json: dict[str | None, str] = {None: "null"}
+
+
 def socket_row(e: SocketEntry) -> str:
-    """socket_dict(e) as one line of JSON, formatted directly: 10,000 rows via dicts and the
-    encoder cost a fifth of a second; this is several times cheaper."""
-    v = _value
+    """socket_dict(e) as one line of JSON, formatted directly: 10,000 rows through dicts and the
+    encoder cost a fifth of a second. Families, states, sides, timers and IP addresses are fixed
+    ASCII tokens that never need escaping; the user name goes through json's escaper (cached)."""
+    user = _user_json.get(e.user)
+    if user is None:
+        user = _user_json[e.user] = _string(e.user)
     pids = ", ".join([str(p.pid) for p in e.processes])
     holders = ", ".join([f"[{pid}, {fd}]" for pid, fd in e.holders])
+    timer = "null" if e.timer is None else f'"{e.timer}"'
+    left = "null" if e.time_left_s is None else repr(e.time_left_s)
+    uid = "null" if e.uid is None else e.uid
+    inode = "null" if e.inode is None else e.inode
+    rq = "null" if e.recv_q is None else e.recv_q
+    sq = "null" if e.send_q is None else e.send_q
+    lip = e.local_ip
+    rip = e.remote_ip
+    local = f"[{lip}]:{e.local_port}" if ":" in lip else f"{lip}:{e.local_port}"
+    remote = f"[{rip}]:{e.remote_port}" if ":" in rip else f"{rip}:{e.remote_port}"
     return (
-        f'{{"family": {v(e.family)}, "state": {v(e.state)}, "local": {v(e.local)}, "remote": {v(e.remote)}, '
-        f'"local_ip": {v(e.local_ip)}, "local_port": {e.local_port}, "remote_ip": {v(e.remote_ip)}, '
-        f'"remote_port": {e.remote_port}, "side": {v(e.side)}, "v6only": {v(e.v6only)}, "timer": {v(e.timer)}, '
-        f'"time_left_s": {v(e.time_left_s)}, "uid": {v(e.uid)}, "user": {v(e.user)}, "inode": {v(e.inode)}, '
-        f'"pids": [{pids}], "holders": [{holders}], "recv_q": {v(e.recv_q)}, "send_q": {v(e.send_q)}}}'
+        f'{{"family": "{e.family}", "state": "{e.state}", "local": "{local}", "remote": "{remote}", '
+        f'"local_ip": "{lip}", "local_port": {e.local_port}, "remote_ip": "{rip}", '
+        f'"remote_port": {e.remote_port}, "side": "{e.side}", "v6only": {_LITERAL[e.v6only]}, "timer": {timer}, '
+        f'"time_left_s": {left}, "uid": {uid}, "user": {user}, "inode": {inode}, '
+        f'"pids": [{pids}], "holders": [{holders}], "recv_q": {rq}, "send_q": {sq}}}'
     )
 
 
