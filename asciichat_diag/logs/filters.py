@@ -56,7 +56,7 @@ class RecordFilter:
     def block_prefilter(self, is_json: bool) -> Prefilter | None:
         """Finds every record this filter can accept (None: no shortcut). Tags first, then level."""
         if self.tags:
-            fallback = regex.compile(r"\[(?:" + "|".join(regex.escape(t) for t in self.tags) + r")[A-Z0-9_]*\]")
+            fallback = regex.compile(r"\[(?:" + "|".join(regex.escape(t) for t in self.tags) + r")[A-Z0-9_ ]*\]")
             return Prefilter(fallback, ["[" + t for t in self.tags])
         if self.min_level is not None and self.min_level != "DEV" and not is_json:
             names = [name for name in LEVEL_RANK if LEVEL_RANK[name] >= LEVEL_RANK[self.min_level]]

@@ -88,21 +88,27 @@ class Prefilter:
     def __init__(self, fallback: regex.Pattern[str], literals: list[str] | None = None, caseless: bool = False):
         self.fallback = fallback
         self.caseless = caseless
-        if literals and caseless and not all(x.isascii() for x in literals):
-            literals = None  # Unicode case folding can change lengths; keep it to the regex
-        self.literals = [x.lower() for x in literals] if literals and caseless else literals
+        if literals and caseless:
+            lowered = [x.lower() for x in literals]
+            # lower() must keep lengths so positions in the lowered text are positions in the text
+            literals = lowered if all(len(a) == len(b) for a, b in zip(lowered, literals)) else None
+        self.literals = literals
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         literals = self.literals
-        if literals is None or (self.caseless and not text.isascii()):
+        haystack = text
+        if literals is not None and self.caseless:
+            haystack = text.lower()
+            if len(haystack) != len(text):  # a character like U+0130 grew: positions would shift
+                literals = None
+        if literals is None:
             for m in self.fallback.finditer(text):
                 yield m.span()
             return
-        haystack = text.lower() if self.caseless else text
+        find = haystack.find
         for lit in literals:
-            find = haystack.find
-            pos = find(lit)
             size = len(lit)
+            pos = find(lit)
             while pos >= 0:
                 yield pos, pos + size
                 pos = find(lit, pos + size)

@@ -27,7 +27,8 @@ HEADER_RE = re.compile(
 HEADER_START_RE = re.compile(r"\[\d{2}:\d{2}:\d{2}[.\]]")
 
 # Leading bracket tags of a message, after an optional emoji / punctuation run: `✅ [WS_REASSEMBLE] ...`.
-TAG_RE = re.compile(r"[^\w\[\n]{0,8}\[([A-Z][A-Z0-9_]*)\]")
+# ascii-chat also writes spaced tags such as `[SERVER VIDEO]`.
+TAG_RE = re.compile(r"[^\w\[\n]{0,8}\[([A-Z][A-Z0-9_]*(?: [A-Z0-9_]+)*)\]")
 
 # asciichat-server's rate-limited records end with ` [every=10s suppressed=3]`.
 RATE_SUFFIX_RE = re.compile(r" \[every=(\d+(?:\.\d+)?)s suppressed=(\d+)\]$")

@@ -22,9 +22,13 @@ from asciichat_diag.logs.parse import RATE_SUFFIX_RE
 KNOWN_INTERVALS_S: tuple[float, ...] = (0.1, 0.5, 1.0, 3.0, 4.5, 5.0, 10.0)
 # A limited site's gap is at least the interval plus however late the next call came; a busy
 # site's next call comes soon after the window opens. These bands say "at the interval".
-BAND_LOW = 0.98
+BAND_LOW = 0.98  # a limited site never logs sooner than its interval (minus timestamping jitter)
+BAND_LOW_SLACK_S = 0.002
 BAND_HIGH = 1.35
-BAND_SLACK_S = 0.03  # scheduler and timestamp jitter
+BAND_HIGH_SLACK_S = 0.03  # scheduler latency of a busy process
+# A site counts as rate limited only if this share of its gaps sits at the interval: one
+# coincidental gap near 1 s among many irregular ones says nothing.
+MIN_SHARE_AT_INTERVAL = 0.25
 
 _NUMBER_RE = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
 _KV_RE = re.compile(r"(?:^|(?<=[\s(,]))([A-Za-z_][\w.]*)=")
@@ -63,7 +67,11 @@ def parse_kv(message: str) -> dict[str, str]:
 
 
 def _in_band(gap: float, interval: float) -> bool:
-    return interval * BAND_LOW - BAND_SLACK_S <= gap <= interval * BAND_HIGH + BAND_SLACK_S
+    return interval * BAND_LOW - BAND_LOW_SLACK_S <= gap <= interval * BAND_HIGH + BAND_HIGH_SLACK_S
+
+
+def _convincing(at_interval: int, gaps: int) -> bool:
+    return at_interval >= 2 and at_interval >= MIN_SHARE_AT_INTERVAL * gaps
 
 
 def guess_interval(min_gap: float) -> float | None:
@@ -109,6 +117,7 @@ class _Site:
     last_dt: datetime | None = None
     min_gap: float | None = None
     guess: float | None = None  # known interval the min gap sits at (updated with min_gap)
+    at_guess: int = 0  # gaps in the band of `guess`
 
 
 class RateTracker:
@@ -142,7 +151,14 @@ class RateTracker:
                     site.gaps.append(gap)
                     if site.min_gap is None or gap < site.min_gap:
                         site.min_gap = gap
-                        site.guess = guess_interval(gap)
+                        guess = guess_interval(gap)
+                        if guess != site.guess:
+                            site.guess = guess
+                            site.at_guess = 0 if guess is None else sum(1 for g in site.gaps if _in_band(g, guess))
+                        elif guess is not None:
+                            site.at_guess += 1
+                    elif site.guess is not None and _in_band(gap, site.guess):
+                        site.at_guess += 1
                     note = self._note(site, gap, rec)
             site.last_dt = dt
             stats.last = dt
@@ -156,7 +172,7 @@ class RateTracker:
                 return RateNote(gap, declared, True, rec.suppressed)
             return None
         interval = site.guess
-        if interval is not None and len(site.gaps) >= 2 and _in_band(gap, interval):
+        if interval is not None and _in_band(gap, interval) and _convincing(site.at_guess, len(site.gaps)):
             return RateNote(gap, interval, False, None)
         return None
 
@@ -171,6 +187,10 @@ class RateTracker:
                 interval = stats.declared_interval_s
                 if interval is None and len(gaps) >= 2:
                     interval = guess_interval(min(gaps))
+                    if interval is not None and not _convincing(
+                        sum(1 for g in gaps if _in_band(g, interval)), len(gaps)
+                    ):
+                        interval = None
                     stats.guessed_interval_s = interval
                 if interval is not None:
                     stats.possibly_suppressed = sum(1 for g in gaps if _in_band(g, interval))

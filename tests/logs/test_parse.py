@@ -54,12 +54,16 @@ def test_tags_after_emoji_and_several_tags() -> None:
         "[10:00:00.000000] [INFO ] ⚠️ [WEBSOCKET_FRAME_COMPLETE] short\n"
         "[10:00:00.000000] [INFO ] [LWS_SERVICE][WS_FLOW] both\n"
         "[10:00:00.000000] [INFO ] no tag here [WS_FLOW] late\n"
+        "[10:00:00.000000] [WARN ] [SERVER VIDEO] LAG: frame rendered late\n"
+        "[10:00:00.000000] [WARN ] [every=10s suppressed=3] is not a tag\n"
     )
     assert [r.tags for r in recs] == [
         ("WS_REASSEMBLE",),
         ("WS_RECEIVE",),
         ("WEBSOCKET_FRAME_COMPLETE",),
         ("LWS_SERVICE", "WS_FLOW"),
+        (),
+        ("SERVER VIDEO",),
         (),
     ]
 
