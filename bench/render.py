@@ -220,7 +220,7 @@ def h265_figures(frames: int = 60) -> str:
     cpu = time.process_time() - start
     return (
         f"h265: {decoded} frames 480x270 decoded to RGB, {cpu / decoded * 1e3:.2f} ms CPU each "
-        f"(32 senders at 30 fps would need {cpu / decoded * 32 * 30:.2f} core-s/s; decoder threads may use both cores)"
+        f"(32 senders at 30 fps would need {cpu / decoded * 32 * 30:.2f} core-s/s, one thread per decoder)"
     )
 
 

@@ -61,11 +61,15 @@ class H265Decoder:
         self._ctx.thread_count = 1
         self.frames_decoded = 0
 
-    def decode(self, bitstream: bytes, width: int | None = None, height: int | None = None) -> np.ndarray | None:
+    def decode(
+        self, bitstream: bytes, width: int | None = None, height: int | None = None, want_pixels: bool = True
+    ) -> np.ndarray | None:
         """Decode one IMAGE_FRAME_H265 bitstream; the newest picture as H x W x 3 RGB, or None.
 
         None means the packet was empty or the decoder produced no picture yet (encoder still buffering).
         `width`/`height` are the header's values and are only range-checked: the bitstream is authoritative.
+        `want_pixels=False` only advances the decoder (every packet must be decoded for the next ones to
+        decode) and skips the RGB conversion, for a sender that is not on anyone's grid right now.
         """
         for name, value in (("width", width), ("height", height)):
             if value is not None and not 1 <= value <= MAX_DIMENSION:
@@ -83,7 +87,7 @@ class H265Decoder:
         if frame.width > MAX_DIMENSION or frame.height > MAX_DIMENSION:
             raise H265DecodeError(f"decoded picture {frame.width}x{frame.height} exceeds {MAX_DIMENSION}")
         self.frames_decoded += len(frames)
-        return frame.to_ndarray(format="rgb24")
+        return frame.to_ndarray(format="rgb24") if want_pixels else None
 
     def close(self) -> None:
         self._ctx = None  # type: ignore[assignment]

@@ -65,6 +65,13 @@ def test_annex_b(stream: list[bytes]) -> None:
     assert dec.frames_decoded == 5
 
 
+def test_decode_without_pixels_keeps_state(stream: list[bytes]) -> None:
+    dec = H265Decoder()
+    assert all(dec.decode(p, want_pixels=False) is None for p in stream[:4])
+    assert dec.frames_decoded == 4
+    check_picture(dec.decode(stream[4]), 4)  # the P-frame after skipped conversions still decodes
+
+
 def test_length_prefixed(stream: list[bytes]) -> None:
     dec = H265Decoder()
     for i, packet in enumerate(stream):
