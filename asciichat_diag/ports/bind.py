@@ -240,9 +240,11 @@ def explain(report: BindReport) -> str:
                 f"with SO_REUSEADDR binds at once (ascii-chat's does); without it, wait {max_left:.0f} s."
             )
         if others:
+            e = others[0]
+            more = f" and {len(others) - 1} more" if len(others) > 1 else ""
             return (
-                f"Connections left by an earlier listener still use port {port}: SO_REUSEADDR binds past them, "
-                f"so set it on the listening socket."
+                f"Connections still use port {port} ({e.local} -> {e.remote} {e.state}, {_owner(e)}{more}): "
+                f"SO_REUSEADDR binds past them because they set it too, so set it on the listening socket."
             )
         return (
             f"A socket is bound to port {port} without listening (sock_diag cannot show those): SO_REUSEADDR "

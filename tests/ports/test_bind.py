@@ -194,3 +194,23 @@ def test_bind_text_output_names_blocker(port, sockets, net) -> None:
     assert result.exit_code == 1
     assert "EADDRINUSE" in result.output and "blocking sockets" in result.output
     assert f"kill {os.getpid()}" in result.output
+
+
+def test_outgoing_connection_that_set_reuseaddr_does_not_block_a_reuseaddr_listener(net, port, sockets) -> None:
+    # the mirror of the test above: once *both* sides set SO_REUSEADDR the kernel lets the listener
+    # in next to a non-listening user of the port (verified on Linux 6.x); without it bind() fails
+    server_port = net.free_port()
+    srv = net.listener("127.0.0.1", server_port)
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sockets += [srv, client]
+    client.bind(("127.0.0.1", port))
+    client.connect(("127.0.0.1", server_port))
+    accepted, _ = srv.accept()
+    sockets.append(accepted)
+    report = run_bind(port, ["127.0.0.1"], retries=0, backoff_s=0.1)
+    plain = variant(report, "127.0.0.1", [])
+    assert (plain.attempts[0].failed_call, plain.attempts[0].errno) == ("bind", errno.EADDRINUSE)
+    assert variant(report, "127.0.0.1", [REUSEADDR]).ok and report.ok
+    assert "SO_REUSEADDR binds past" in report.explanation
+    assert f"127.0.0.1:{port} -> 127.0.0.1:{server_port}" in report.explanation
