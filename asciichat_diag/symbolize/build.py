@@ -228,17 +228,16 @@ def _add_dwarf(builder, sections, little, addr_size, arch, min_valid_addr, progr
                 if ranges:
                     functions.append((rec.offset, ranges))
             elif rec.tag == dw.TAG_INLINED:
+                # Kept even without ranges: llvm walks up the DIE tree from the innermost inlined DIE.
                 ranges = [r for r in dw.die_ranges(ctx, attrs) if valid(r[0])]
-                if not ranges:
-                    continue
                 origin = attrs.get(dw.AT_ABSTRACT_ORIGIN, (None,))[0]
                 cf = attrs.get(dw.AT_CALL_FILE, (None,))[0]
                 call_file = _map_file(file_ids, cf - shift) if cf is not None else -1
                 call_line = attrs.get(dw.AT_CALL_LINE, (0,))[0]
                 call_col = attrs.get(dw.AT_CALL_COLUMN, (0,))[0]
-                rows = inlines.setdefault(rec.func, [])
-                for lo, hi in ranges:
-                    rows.append((lo, hi, rec.depth, origin, call_file, call_line, call_col))
+                inlines.setdefault(rec.func, []).append(
+                    (rec.offset, rec.parent, rec.depth, ranges, origin, call_file, call_line, call_col)
+                )
         if progress is not None:
             progress(end, total)
 
@@ -256,10 +255,12 @@ def _add_dwarf(builder, sections, little, addr_size, arch, min_valid_addr, progr
 
     for func_off, ranges in functions:
         fid = builder.add_function(name_of(func_off), ranges)
-        for lo, hi, depth, origin, call_file, call_line, call_col in inlines.get(func_off, ()):
-            builder.inlines[fid].append(
-                (lo, hi, depth, builder.name_id(name_of(origin)), call_file, call_line, call_col)
-            )
+        die_index: dict[int, int] = {}
+        for off, parent, depth, iranges, origin, call_file, call_line, call_col in inlines.get(func_off, ()):
+            die = builder.add_inline_die(name_of(origin), call_file, call_line, call_col, die_index.get(parent, -1))
+            die_index[off] = die
+            for lo, hi in iranges:
+                builder.inlines[fid].append((lo, hi, depth, die))
 
 
 def _find(subprograms: dict[int, dict], off: int, keys: tuple[int, ...]) -> str | None:

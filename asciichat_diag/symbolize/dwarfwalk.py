@@ -273,14 +273,15 @@ class DieRecord:
     func: int  # offset of the enclosing concrete subprogram (itself for a subprogram)
     depth: int  # inline nesting depth: 0 for the subprogram, 1 for an inlined call in it, ...
     attrs: dict = field(default_factory=dict)
+    parent: int = -1  # offset of the enclosing inlined_subroutine DIE (-1: the subprogram itself)
 
 
 def walk_unit(ctx: UnitContext, abbrevs: dict[int, Abbrev], start: int, end: int) -> list[DieRecord]:
     """Every subprogram and inlined_subroutine DIE of one unit, with their nesting."""
     data = ctx.info
     out: list[DieRecord] = []
-    stack: list[tuple[int, int]] = []  # (enclosing function offset, inline depth) per open parent
-    cur_func, cur_depth = -1, 0
+    stack: list[tuple[int, int, int]] = []  # (function offset, inline depth, inline DIE offset) per open parent
+    cur_func, cur_depth, cur_inl = -1, 0, -1
     pos = start
     try:
         while pos < end:
@@ -293,7 +294,7 @@ def walk_unit(ctx: UnitContext, abbrevs: dict[int, Abbrev], start: int, end: int
                 code, pos = uleb(data, pos)
             if code == 0:
                 if stack:
-                    cur_func, cur_depth = stack.pop()
+                    cur_func, cur_depth, cur_inl = stack.pop()
                 continue
             ab = abbrevs.get(code)
             if ab is None:
@@ -314,26 +315,26 @@ def walk_unit(ctx: UnitContext, abbrevs: dict[int, Abbrev], start: int, end: int
                 if tag == TAG_SUBPROGRAM:
                     rec = DieRecord(die_off, tag, die_off, 0, attrs)
                     out.append(rec)
-                    new_func, new_depth = die_off, 0
+                    new_func, new_depth, new_inl = die_off, 0, -1
                 elif tag == TAG_INLINED:
-                    rec = DieRecord(die_off, tag, cur_func, cur_depth + 1, attrs)
+                    rec = DieRecord(die_off, tag, cur_func, cur_depth + 1, attrs, cur_inl)
                     out.append(rec)
-                    new_func, new_depth = cur_func, cur_depth + 1
+                    new_func, new_depth, new_inl = cur_func, cur_depth + 1, die_off
                 else:  # the unit DIE: its low_pc is the base address of its range lists
                     low = attrs.get(AT_LOW_PC)
                     if low is not None:
                         ctx.base_address = low[0]
-                    new_func, new_depth = cur_func, cur_depth
+                    new_func, new_depth, new_inl = cur_func, cur_depth, cur_inl
             else:
                 for step in ab.plan:
                     if step.__class__ is int:
                         pos += step
                     else:
                         pos = skip_value(ctx, step[1], pos)
-                new_func, new_depth = cur_func, cur_depth
+                new_func, new_depth, new_inl = cur_func, cur_depth, cur_inl
             if ab.children:
-                stack.append((cur_func, cur_depth))
-                cur_func, cur_depth = new_func, new_depth
+                stack.append((cur_func, cur_depth, cur_inl))
+                cur_func, cur_depth, cur_inl = new_func, new_depth, new_inl
     except IndexError as exc:
         raise DwarfFormatError(f"unit at {ctx.unit_offset:#x} runs past the end of .debug_info") from exc
     return out

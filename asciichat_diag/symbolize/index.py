@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-INDEX_FORMAT = 3  # bump when the arrays or their meaning change: old cache files are then ignored
+INDEX_FORMAT = 4  # bump when the arrays or their meaning change: old cache files are then ignored
 CACHE_MAGIC = b"ACDIDX\0\0"
 ARRAY_NAMES = (
     "func_low", "func_high", "func_id",          # function ranges sorted by low; func_id -> func_* below
     "func_name", "func_inl_start", "func_inl_end",  # per function: name id, slice of the inline arrays
-    "inl_low", "inl_high", "inl_depth", "inl_name", "inl_call_file", "inl_call_line", "inl_call_col",
+    "inl_low", "inl_high", "inl_depth", "inl_die",  # inline ranges grouped by function -> die_* below
+    "die_name", "die_call_file", "die_call_line", "die_call_col", "die_parent",  # inlined_subroutine DIEs
     "line_addr", "line_file", "line_line", "line_col",  # rows sorted by address; file -1 ends a sequence
     "sym_low", "sym_high", "sym_name", "sym_file",  # symbol table ranges sorted by low (file: STT_FILE)
 )  # fmt: skip
@@ -47,6 +48,7 @@ class SymbolIndex:
         self.files = files
         self.meta = meta
         self._by_name: dict[str, int] | None = None
+        self._defined: frozenset[str] | None = None
 
     # -- queries ------------------------------------------------------------------------------------
     @property
@@ -101,31 +103,33 @@ class SymbolIndex:
         f = int(a["sym_file"][i])
         return self.names[int(a["sym_name"][i])], (self.files[f] if f >= 0 else None)
 
-    def _chain(self, func: int, addr: int, row: tuple[str, int, int] | None) -> list[Location]:
+    def _chain(self, func: int, addr: int, row_at: tuple[str, int, int] | None) -> list[Location]:
         a = self.a
         start, end = int(a["func_inl_start"][func]), int(a["func_inl_end"][func])
-        inl: list[int] = []
+        inl: list[int] = []  # inlined_subroutine DIEs, innermost first
         if end > start:
             lo = a["inl_low"][start:end]
             hi = a["inl_high"][start:end]
             hits = np.nonzero((lo <= addr) & (hi > addr))[0]
-            # One DIE per depth: the deepest range wins (DFS order keeps parents before children).
-            by_depth: dict[int, int] = {}
-            for h in hits.tolist():
-                by_depth[int(a["inl_depth"][start + h])] = start + h
-            depth = 1
-            while depth in by_depth:
-                inl.append(by_depth[depth])
-                depth += 1
-        file, line, col = row if row else (None, None, None)
+            if len(hits):
+                # Like llvm: the innermost DIE whose ranges hold the address, then its parents in the DIE
+                # tree, whether or not their own ranges list the address (gcc leaves some empty).
+                depths = a["inl_depth"][start:end][hits]
+                last_deepest = len(hits) - 1 - int(np.argmax(depths[::-1]))  # DFS order: a later DIE is inner
+                row = start + int(hits[last_deepest])
+                die = int(a["inl_die"][row])
+                while die >= 0:
+                    inl.append(die)
+                    die = int(a["die_parent"][die])
+        file, line, col = row_at if row_at else (None, None, None)
         chain: list[Location] = []
-        # Innermost first: each inlined call's own code is located by the line table (for the innermost)
-        # or by the call site recorded on the next-inner inlined DIE.
-        for j in reversed(inl):
-            chain.append(Location(self.names[int(a["inl_name"][j])], file, line, col))
-            cf = int(a["inl_call_file"][j])
+        # Innermost first: the innermost inlined code is located by the line table, each outer level by
+        # the call site recorded on the inlined DIE inside it.
+        for d in inl:
+            chain.append(Location(self.names[int(a["die_name"][d])], file, line, col))
+            cf = int(a["die_call_file"][d])
             file = self.files[cf] if cf >= 0 else None
-            line, col = int(a["inl_call_line"][j]), int(a["inl_call_col"][j])
+            line, col = int(a["die_call_line"][d]), int(a["die_call_col"][d])
         chain.append(Location(self.names[int(a["func_name"][func])], file, line, col))
         return chain
 
@@ -145,9 +149,11 @@ class SymbolIndex:
             self._by_name = by_name
         return self._by_name.get(name)
 
-    def defined_functions(self) -> set[str]:
-        """Names of the functions this binary defines (for interposition conflicts)."""
-        return set(self.meta.get("defined", []))
+    def defined_functions(self) -> frozenset[str]:
+        """Names of the global functions this binary defines (for interposition conflicts)."""
+        if self._defined is None:
+            self._defined = frozenset(self.meta.get("defined", []))
+        return self._defined
 
     def line_rows_of(self, low: int, high: int) -> list[tuple[str, int]]:
         """(file, line) of every line-table row in [low, high): to re-check an already-resolved frame."""
@@ -184,7 +190,8 @@ class IndexBuilder:
         self.files: list[str] = []
         self._file_ids: dict[str, int] = {}
         self.funcs: list[tuple[int, list[tuple[int, int]]]] = []  # (name id, ranges)
-        self.inlines: list[list[tuple]] = []  # per function: (low, high, depth, name, file, line, col)
+        self.inlines: list[list[tuple]] = []  # per function: (low, high, depth, die index)
+        self.dies: list[tuple[int, int, int, int, int]] = []  # (name id, call file, call line, call col, parent)
         self.lines: list[tuple[list[int], list[int], list[int], list[int]]] = []
         self.syms: list[tuple[int, int, int, int]] = []  # (low, high, name id, file id or -1)
         self.defined: set[str] = set()
@@ -207,6 +214,10 @@ class IndexBuilder:
         self.funcs.append((self.name_id(name), ranges))
         self.inlines.append([])
         return len(self.funcs) - 1
+
+    def add_inline_die(self, name: str, call_file: int, call_line: int, call_col: int, parent: int) -> int:
+        self.dies.append((self.name_id(name), call_file, call_line, call_col, parent))
+        return len(self.dies) - 1
 
     def add_symbol(self, name: str, low: int, high: int, file: str | None = None) -> None:
         self.syms.append((low, high, self.name_id(name), self.file_id(file) if file else -1))
@@ -233,13 +244,12 @@ class IndexBuilder:
             ends.append(len(inl_rows))
         arrays["func_inl_start"] = np.asarray(starts, dtype=i4)
         arrays["func_inl_end"] = np.asarray(ends, dtype=i4)
-        cols = list(zip(*inl_rows)) if inl_rows else [[]] * 7
-        for name, col, dt in zip(
-            ("inl_low", "inl_high", "inl_depth", "inl_name", "inl_call_file", "inl_call_line", "inl_call_col"),
-            cols,
-            (u8, u8, i4, i4, i4, i4, i4),
-        ):
+        cols = list(zip(*inl_rows)) if inl_rows else [[]] * 4
+        for name, col, dt in zip(("inl_low", "inl_high", "inl_depth", "inl_die"), cols, (u8, u8, i4, i4)):
             arrays[name] = np.asarray(col, dtype=dt)
+        cols = list(zip(*self.dies)) if self.dies else [[]] * 5
+        for name, col in zip(("die_name", "die_call_file", "die_call_line", "die_call_col", "die_parent"), cols):
+            arrays[name] = np.asarray(col, dtype=i4)
         la, lf, ll, lc = [], [], [], []
         for addr, file, line, col in self.lines:
             la.extend(addr)

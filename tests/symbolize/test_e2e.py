@@ -158,12 +158,12 @@ def test_glibc_backtrace_symbols(builds, name, tmp_path, empty_debug_dir):
     b = builds[name]
     text = b.outputs["symbols"]
     assert "libasciichat.so(" in text  # glibc's own format, e.g. `.../libasciichat.so(frame_encode+0x1b) [0x…]`
-    code, data = run_json([write(tmp_path, "s.txt", text), "--debug-dir", str(empty_debug_dir)])
+    _code, data = run_json([write(tmp_path, "s.txt", text), "--debug-dir", str(empty_debug_dir)])
     fn = [f["function"] for f in data["frames"] if f["module"] in ("libasciichat.so", "ascii-chat")]
     assert fn == ["frame_encode", "layer1", "layer2", "layer3", "dup_symbol", "main", "_start"]
     # Without the maps lines, module+offset alone is enough.
     no_maps = "\n".join(x for x in text.splitlines() if not re.match(r"^[0-9a-f]+-[0-9a-f]+ ", x))
-    code, data2 = run_json([write(tmp_path, "s2.txt", no_maps), "--debug-dir", str(empty_debug_dir)])
+    _, data2 = run_json([write(tmp_path, "s2.txt", no_maps), "--debug-dir", str(empty_debug_dir)])
     assert [chain_of(f) for f in data2["frames"]] == [chain_of(f) for f in data["frames"]]
 
 
@@ -189,7 +189,7 @@ def test_bias_recovery_without_maps(builds, name, tmp_path, empty_debug_dir):
     for f, line in zip(ref, [x for x in trace.splitlines() if re.match(r"^\s+\[\d+\] 0x", x)]):
         if f["module"] in ("libasciichat.so", "ascii-chat"):
             named.append(line.replace("] 0x", f"] [{f['module']}] 0x"))
-    code, data = run_json([write(tmp_path, "n.txt", "\n".join(named)), "--exe", str(b.exe), "--lib", str(b.lib),
+    _, data = run_json([write(tmp_path, "n.txt", "\n".join(named)), "--exe", str(b.exe), "--lib", str(b.lib),
                            "--debug-dir", str(empty_debug_dir)])  # fmt: skip
     ours = [f for f in ref if f["module"] in ("libasciichat.so", "ascii-chat")]
     assert [chain_of(f) for f in data["frames"]] == [chain_of(f) for f in ours]
