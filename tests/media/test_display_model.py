@@ -105,14 +105,20 @@ def test_single_source_cells(color_level: int, render_mode: int, seed: int) -> N
     # low-entropy colours so runs of equal colour (no SGR) occur as well as changes
     pixels = (rng.integers(0, 4, (src_h, src_w, 3)) * 85).astype(np.uint8)
     palette = ["   ...',;:clodxkO0KXNWM", "   ░░▒▒▓▓██", "·•●⬤"][seed]
-    spec = RenderSpec(int(rng.integers(10, 70)), int(rng.integers(5, 30)), color_level, render_mode, palette, False)
+    padded = seed != 1
+    spec = RenderSpec(int(rng.integers(10, 70)), int(rng.integers(5, 30)), color_level, render_mode, palette, padded)
     frame = Compositor().render([VideoSource(1, 1, pixels)], spec)
     (rect,) = grid_layout(((src_w, src_h),), spec.cols, spec.rows)
     screen = display(frame)
+    top, left = ((spec.rows - rect.h) // 2, (spec.cols - rect.w) // 2) if padded else (0, 0)
+    assert all(row == [] for row in screen[:top])  # blank lines above, nothing on them
+    screen = screen[top:]
     assert len(screen) == rect.h
     half = render_mode == 2 and color_level > 0
     for y, row in enumerate(screen):
-        assert len(row) == rect.w
+        assert len(row) == rect.w + left
+        assert row[:left] == [(" ", None, None)] * left  # padding is never coloured
+        row = row[left:]
         for x, (ch, fg, bg) in enumerate(row):
             if half:
                 top = sample(pixels, rect.w, rect.h * 2, x, 2 * y)
