@@ -328,6 +328,10 @@ def logs(**kw: Any) -> None:
       diag logs server.log --grep "/bind|TCP|IPv4/ig" --grep "/ERROR/B2"
       diag logs server.log --tag WS_REASSEMBL --summary
       diag logs server.json --client 3 --since 14:00 --json
+
+    Lines whose gap to the previous one from the same call site sits at a known rate-limit
+    interval get a note (--no-rate hides it). Exit status: 0 records shown, 1 filters matched
+    nothing, 2 bad usage or unreadable file.
     """
     opts = _build_options(**kw)
     color = kw["color"]

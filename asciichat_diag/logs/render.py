@@ -119,8 +119,9 @@ class LineWriter:
         if len(text) > MAX_RICH_CHARS:
             cut = f" … [{len(text) - MAX_RICH_CHARS} more characters]"
             text = text[:MAX_RICH_CHARS]
-        out = Text(prefix, style="dim")
-        base = len(prefix)
+        out = Text()
+        if prefix:
+            out.append(prefix, style="dim")
         body = Text(text, style="dim" if hit.context else "")
         first_end = text.find("\n")
         first_end = len(text) if first_end < 0 else first_end
@@ -128,7 +129,7 @@ class LineWriter:
         m = HEADER_RE.match(text) if rec.fmt == "text" or rec.fmt == "json" else None
         msg_start = 0
         if m:
-            body.stylize(level_style, 0, m.end(2) + 1)  # time and level in the level colour
+            body.stylize(level_style, 0, text.find("]", m.end(2)) + 1)  # time and level in the level colour
             if m.group(3):
                 body.stylize("bright_black", m.start(3) - 5, m.end(3) + 1)
             if m.group(4):
@@ -153,7 +154,6 @@ class LineWriter:
             if hi <= len(text):
                 body.stylize("reverse", lo, hi)
         out.append_text(body)
-        del base
         if cut:
             out.append(cut, style="dim italic")
         if note is not None:
