@@ -11,6 +11,9 @@ import av
 import numpy as np
 
 MAX_DIMENSION = 8192  # the HEAD server's bound for IMAGE_FRAME_H265 width/height (ACIP.md 5.1.3)
+# Pictures above 4K are refused inside FFmpeg (AVCodecContext.max_pixels) before it allocates them: a peer
+# must not make us hold 8192x8192 frames. Real senders use 480x270 (native) or camera sizes (browsers).
+MAX_PIXELS = 3840 * 2160
 START_CODE = b"\x00\x00\x00\x01"
 
 
@@ -52,8 +55,10 @@ def to_annex_b(data: bytes) -> bytes:
 class H265Decoder:
     """Stateful decoder for one source; feed every access unit in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_pixels: int = MAX_PIXELS) -> None:
+        self.max_pixels = max_pixels
         self._ctx = av.CodecContext.create("hevc", "r")
+        self._ctx.options = {"max_pixels": str(max_pixels)}
         # One thread: frame threading would hold pictures back (latency), and the native client's x265 streams
         # have a single slice, so slice threads only add overhead (0.5 ms vs 0.7 ms CPU per 480x270 frame here).
         # Parallelism across senders comes from there being one decoder per sender.
@@ -80,6 +85,8 @@ class H265Decoder:
         try:
             frames = self._ctx.decode(packet)
         except av.error.FFmpegError as err:
+            if isinstance(err, MemoryError):  # FFmpeg's answer to a picture above max_pixels
+                raise H265DecodeError(f"H.265 picture larger than {self.max_pixels} pixels refused") from None
             raise H265DecodeError(f"H.265 decode failed: {err.strerror or err}") from None
         if not frames:
             return None

@@ -88,6 +88,13 @@ def test_decoded_frames_render(stream: list[bytes]) -> None:
     assert len(frame.split(b"\n")) == 6
 
 
+def test_oversized_pictures_are_refused(stream: list[bytes]) -> None:
+    dec = H265Decoder(max_pixels=W * H - 1)
+    with pytest.raises(H265DecodeError, match="larger than 3071 pixels"):
+        dec.decode(stream[0])
+    assert H265Decoder(max_pixels=W * H).decode(stream[0]) is not None
+
+
 def test_empty_bitstream_is_not_an_error() -> None:
     assert H265Decoder().decode(b"", 64, 48) is None
 
