@@ -85,6 +85,7 @@ def _detect_color_level(tty: bool) -> str:
     show_default=True,
     help="Give up after this many seconds without data from the server.",
 )
+@click.option("--no-reconnect", is_flag=True, help="Exit when the connection is lost instead of reconnecting.")
 @click.option("--log-level", default="warn", show_default=True, help="dev, debug, info, warn, error, fatal.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None)
@@ -161,7 +162,7 @@ def _run(kw: dict) -> int:
     options = _build_options(kw)
     display = FrameDisplay(sys.stdout, tty=sys.stdout.isatty() and not kw["snapshot"])
     try:
-        code, _stats = asyncio.run(run_client(options, display))
+        code, _stats = asyncio.run(run_client(options, display, reconnect=not kw["no_reconnect"]))
     except ClientError as exc:
         display.finish()
         click.echo(f"asciichat-client: {exc.message}", err=True)

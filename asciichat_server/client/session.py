@@ -54,6 +54,8 @@ SERVER_FULL_PREFIX = b"SERVER_FULL"
 SERVER_FULL_PREFIX_LEN = 128
 # Pixel format the native client puts in IMAGE_FRAME for RGB24 (ACIP.md 5.1.1).
 PIXEL_FORMAT_RGB24 = 1
+# The C client retries a lost connection after about a second.
+RECONNECT_DELAY_S = 1.0
 # REMOTE_LOG level byte -> logging level (DEV, DEBUG, INFO, WARN, ERROR, FATAL).
 _REMOTE_LEVELS = [5, logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL]
 
@@ -61,10 +63,12 @@ _REMOTE_LEVELS = [5, logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 class ClientError(Exception):
     """Ends the session with a one-line message and an exit code."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE, lost: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+        # True when an open session died (EOF, silence, send failure): the C client reconnects then.
+        self.lost = lost
 
 
 @dataclass
@@ -123,10 +127,10 @@ class ClientSession:
         return pattern.next_frame
 
     # -- plumbing -------------------------------------------------------------------------------------
-    def _finish(self, code: int, message: str = "") -> None:
+    def _finish(self, code: int, message: str = "", lost: bool = False) -> None:
         if not self._done.done():
             if message:
-                self._done.set_exception(ClientError(message, code))
+                self._done.set_exception(ClientError(message, code, lost))
             else:
                 self._done.set_result(code)
 
@@ -149,7 +153,7 @@ class ClientSession:
                 reason = getattr(self._transport, "close_reason", "") or "server closed the connection"
                 if self.conn.state == ConnectionState.HANDSHAKE:
                     raise ClientError(f"connection closed during the handshake ({reason})")
-                raise ClientError(f"connection lost: {reason}")
+                raise ClientError(f"connection lost: {reason}", lost=True)
             self._last_rx = time.monotonic()
             if not self._opened.is_set() and len(self._early) < SERVER_FULL_PREFIX_LEN:
                 self._early += data[:SERVER_FULL_PREFIX_LEN]
@@ -295,7 +299,8 @@ class ClientSession:
             if now - self._last_rx > self.options.silence_timeout_s:
                 phase = "handshake" if not self._opened.is_set() else "session"
                 raise ClientError(
-                    f"no data from server for {self.options.silence_timeout_s:g}s during the {phase}; giving up"
+                    f"no data from server for {self.options.silence_timeout_s:g}s during the {phase}; giving up",
+                    lost=phase == "session",
                 )
             if self.options.snapshot and self._opened.is_set():
                 # Like the C client, the delay runs from the first frame; then the newest frame is printed.
@@ -346,9 +351,9 @@ class ClientSession:
         if exc is None:
             return
         if isinstance(exc, ClientError):
-            self._finish(exc.exit_code, exc.message)
+            self._finish(exc.exit_code, exc.message, exc.lost)
         elif isinstance(exc, TransportClosed):
-            self._finish(EXIT_FAILURE, f"connection lost: {exc.reason}")
+            self._finish(EXIT_FAILURE, f"connection lost: {exc.reason}", self._opened.is_set())
         elif isinstance(exc, ProtocolError):
             self._finish(EXIT_FAILURE, f"protocol error: {exc.reason}")
         else:
@@ -356,14 +361,33 @@ class ClientSession:
                 self._done.set_exception(exc)
 
 
-async def run_client(options: ClientOptions, display: FrameDisplay) -> tuple[int, ClientStats]:
-    """Connect, run until snapshot/error/cancel; return the exit code and what was counted."""
-    try:
-        session = ClientSession(options, display)
-    except ValueError as exc:
-        raise ClientError(str(exc), 2) from exc
-    try:
-        code = await session.run()
-    except TransportClosed as exc:
-        raise ClientError(exc.reason) from exc
-    return code, session.stats
+async def run_client(
+    options: ClientOptions, display: FrameDisplay, reconnect: bool = False, reconnect_delay_s: float = RECONNECT_DELAY_S
+) -> tuple[int, ClientStats]:
+    """Connect, run until snapshot/error/cancel; return the exit code and what was counted.
+
+    With ``reconnect`` an open session that dies (EOF, silence, send failure) is started again, with a
+    fresh handshake, after ``reconnect_delay_s``, as the C client does; refusals and errors still end it.
+    """
+    retrying = False  # after a lost session, failed connects are retried too (the server may be restarting)
+    while True:
+        try:
+            session = ClientSession(options, display)
+        except ValueError as exc:
+            raise ClientError(str(exc), 2) from exc
+        try:
+            code = await session.run()
+        except (TransportClosed, ClientError) as exc:
+            connect_failed = isinstance(exc, TransportClosed)
+            message = exc.reason if connect_failed else exc.message
+            lost = not connect_failed and exc.lost
+            if not (reconnect and not options.snapshot and (lost or (retrying and connect_failed))):
+                if connect_failed:
+                    raise ClientError(message) from exc
+                raise
+            retrying = True
+            log.warning("%s; reconnecting in %gs", message, reconnect_delay_s)
+            display.request_clear()
+            await asyncio.sleep(reconnect_delay_s)
+            continue
+        return code, session.stats

@@ -289,3 +289,47 @@ def test_full_server_is_reported(server_factory, run_client) -> None:
         holder.communicate(timeout=10)
     assert result.returncode == 1
     assert "server is full (SERVER_FULL: Maximum client limit reached)" in result.stderr, result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_reconnects_after_server_restart(server_factory) -> None:
+    port = _free_port()
+    first = server_factory("--port", str(port))
+    cmd = [sys.executable, "-m", "asciichat_server.client.cli", first.tcp, "-x", "20", "-y", "6", "--fps", "10"]
+    cmd += ["--color-level", "none", "--timeout", "3"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    client = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline()  # frames from the first server
+        first.proc.send_signal(signal.SIGINT)
+        first.proc.wait(timeout=10)
+        time.sleep(1.5)  # the client notices and retries while nobody listens
+        second = server_factory("--port", str(port))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "TCP_CONNECT" not in second.log():
+            time.sleep(0.1)
+        assert "TCP_CONNECT" in second.log()
+        for _ in range(12):  # two more frames, now from the second server
+            assert client.stdout.readline()
+    finally:
+        client.send_signal(signal.SIGINT)
+        _out, err = client.communicate(timeout=10)
+    assert client.returncode == 0, err
+    assert "reconnecting in 1s" in err
+
+
+def test_no_reconnect_exits_when_server_goes(server_factory, run_client) -> None:
+    server = server_factory()
+    cmd = [sys.executable, "-m", "asciichat_server.client.cli", server.tcp, "-x", "20", "-y", "6", "--no-reconnect"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    client = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert client.stdout.readline()
+    server.proc.send_signal(signal.SIGINT)
+    _out, err = client.communicate(timeout=15)
+    assert client.returncode == 1
+    assert "connection lost" in err and "reconnecting" not in err
