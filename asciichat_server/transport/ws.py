@@ -331,11 +331,14 @@ class _AcipWebSocketResponse(web.WebSocketResponse):
         # reader gets them inside super()._post_start, so the scanner must be told afterwards.
         early = bytes(getattr(handler, "_message_tail", b""))
         super()._post_start(request, protocol, writer)
+        if self._reassembly_timeout_s <= 0:
+            return  # disabled by configuration (HEAD has no reassembly timeout at all)
         inner = getattr(handler, "_payload_parser", None)
         transport = request.transport
-        if inner is None or transport is None or not hasattr(inner, "feed_data"):
-            raise RuntimeError("aiohttp internals changed: no WebSocket reader installed on the protocol")
-        assert self._loop is not None
+        if inner is None or transport is None or self._loop is None or not hasattr(inner, "feed_data"):
+            # Keep serving without the timer rather than refuse every client; tests catch this.
+            log_every(_log, logging.ERROR, 3600, "aiohttp internals changed: WebSocket reassembly timeout is off")
+            return
         watchdog = ReassemblyWatchdog(
             inner, self._loop, transport, self._reassembly_timeout_s, self._on_reassembly_timeout
         )
@@ -541,7 +544,9 @@ class _Room(Protocol):
 class WsSettings:
     """The knobs this transport reads from ServerConfig (with their defaults when absent)."""
 
+    #: Gap allowed between bytes of one message; 0 turns the watchdog off.
     reassembly_timeout_s: float = DEFAULT_REASSEMBLY_TIMEOUT_S
+    #: aiohttp ping interval (pong awaited for half of it); None or 0 turns pings off.
     heartbeat_s: float | None = DEFAULT_HEARTBEAT_S
 
     @classmethod

@@ -214,6 +214,17 @@ async def test_configured_timeout_and_pings_do_not_extend_it(ws_factory, raw_cli
     assert re.search(r"fragments=1, elapsed=0\.\d\ds/0\.5s, size=4096", line), line
 
 
+async def test_zero_timeout_turns_the_watchdog_off(ws_factory, raw_client, make_packet) -> None:
+    server = await ws_factory(reassembly_timeout_s=0)
+    client = await raw_client.connect(server.port)
+    frame = make_packet(IMAGE_FRAME, os.urandom(10_000))
+    await client.send_fragmented(frame, fragment_size=4096, gaps={0: 0.3})
+    assert (await client.next_event()).data == frame
+    (link,) = server.listener.links
+    assert link._ws.watchdog is None
+    await client.aclose()
+
+
 async def test_stall_inside_one_frame_is_dropped(ws_factory, raw_client, make_packet) -> None:
     server = await ws_factory(reassembly_timeout_s=0.3)
     client = await raw_client.connect(server.port)
