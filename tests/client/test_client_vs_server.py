@@ -333,3 +333,32 @@ def test_no_reconnect_exits_when_server_goes(server_factory, run_client) -> None
     _out, err = client.communicate(timeout=15)
     assert client.returncode == 1
     assert "connection lost" in err and "reconnecting" not in err
+
+
+def test_capture_log_line_text_and_json(server_factory, run_client, tmp_path) -> None:
+    import json
+    import re
+
+    from asciichat_server.log import LINE_RE
+
+    server = server_factory()
+    text_log = tmp_path / "client.log"
+    result = run_client(server.tcp, *SNAPSHOT, "--log-level", "debug", "--log-file", str(text_log))
+    assert result.returncode == 0, result.stderr
+    capture = [line for line in text_log.read_text().splitlines() if "[CAPTURE]" in line]
+    assert capture, text_log.read_text()
+    match = re.match(LINE_RE, capture[0])
+    assert match and match.group("level") == "DEBUG"
+    assert re.search(
+        r"\[CAPTURE\] sent frame 1 480x270 \(388800 bytes\) via tcp \[every=5s suppressed=0\]$", capture[0]
+    )
+
+    json_log = tmp_path / "client.ndjson"
+    result = run_client(
+        server.tcp, *SNAPSHOT, "--log-level", "debug", "--log-format", "json", "--log-file", str(json_log)
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in json_log.read_text().splitlines()]
+    captures = [r for r in records if r["body"]["message"].startswith("[CAPTURE]")]
+    assert captures and captures[0]["body"]["rate_interval_s"] == 5.0
+    assert captures[0]["header"]["level"] == "DEBUG"
