@@ -25,6 +25,9 @@ ByteOrder = Literal["little", "big"]
 # A C sender uses one random session_id per key and direction; allowing a few covers senders that
 # pick a fresh id more often without letting a peer grow our replay table without bound.
 MAX_SESSION_IDS_PER_KEY = 8
+# How far behind the highest counter a packet may arrive. The C senders reorder only the few packets
+# in flight between their encrypt and write calls; 1024 is generous and bounds the memory per key.
+REPLAY_WINDOW = 1024
 # REKEY_COMPLETE at c41: nonce ‖ MAC ‖ secretbox of one 0x00 byte; HEAD sends the bare byte (bug).
 REKEY_COMPLETE_SEALED_SIZE = NONCE_SIZE + 16 + 1
 REKEY_COMPLETE_HEAD = b"\x00"
@@ -65,18 +68,43 @@ class SendCipher:
         return encode_packet(PacketType.ENCRYPTED, self.seal_raw(inner_packet))
 
 
-class ReceiveCipher:
-    """Opens ENCRYPTED payloads and rejects replayed or non-increasing counters per session_id.
+class _CounterWindow:
+    """Counters seen under one session_id: the highest, and the MACs of those within the window."""
 
-    The counter byte order is not announced (c41 little-endian, HEAD big-endian). Counters start at 1,
-    so the first nonce of a session_id is read in the order that gives the smaller value, and that
-    order is kept for the session_id.
+    def __init__(self, byteorder: ByteOrder) -> None:
+        self.byteorder: ByteOrder = byteorder
+        self.highest = -1
+        self._macs: dict[int, list[bytes]] = {}
+
+    def check(self, counter: int, mac: bytes) -> None:
+        if counter + REPLAY_WINDOW <= self.highest:
+            raise ProtocolError(f"ENCRYPTED counter {counter} is older than the replay window (highest {self.highest})")
+        macs = self._macs.setdefault(counter, [])
+        if mac in macs:
+            raise ProtocolError(f"replayed ENCRYPTED packet (counter {counter})")
+        # A second, different packet under the same counter is authentic (it passed the MAC): the C
+        # senders increment their counter without a lock. Only an identical packet is a replay.
+        macs.append(mac)
+        if counter > self.highest:
+            self.highest = counter
+            if len(self._macs) > 2 * REPLAY_WINDOW:
+                self._macs = {c: m for c, m in self._macs.items() if c + REPLAY_WINDOW > counter}
+
+
+class ReceiveCipher:
+    """Opens ENCRYPTED payloads; rejects replays per session_id with a sliding window of counters.
+
+    Both C peers encrypt outside their send lock, so their packets can arrive with counters slightly
+    out of order (seen against the real c41 server); an exact replay or a counter older than the
+    window is refused. The counter byte order is not announced (c41 little-endian, HEAD big-endian):
+    counters start at 1, so the first nonce of a session_id is read in the order giving the smaller
+    value, and that order is kept for the session_id.
     """
 
     def __init__(self, key: bytes) -> None:
         self.key = bytes(key)
         self._box = SecretBox(self.key)
-        self._last: dict[bytes, tuple[ByteOrder, int]] = {}
+        self._windows: dict[bytes, _CounterWindow] = {}
 
     def open_raw(self, payload: bytes) -> bytes:
         if len(payload) < ENCRYPTED_OVERHEAD:
@@ -85,23 +113,18 @@ class ReceiveCipher:
             plaintext = self._box.decrypt(bytes(payload))
         except nacl.exceptions.CryptoError:
             raise DecryptionFailed("ENCRYPTED packet failed MAC verification") from None
-        self._check_counter(bytes(payload[:NONCE_SIZE]))
+        self._check_counter(bytes(payload[:NONCE_SIZE]), bytes(payload[NONCE_SIZE:ENCRYPTED_OVERHEAD]))
         return plaintext
 
-    def _check_counter(self, nonce: bytes) -> None:
+    def _check_counter(self, nonce: bytes, mac: bytes) -> None:
         session_id, raw = nonce[:SESSION_ID_SIZE], nonce[SESSION_ID_SIZE:]
-        seen = self._last.get(session_id)
-        if seen is None:
-            if len(self._last) >= MAX_SESSION_IDS_PER_KEY:
+        window = self._windows.get(session_id)
+        if window is None:
+            if len(self._windows) >= MAX_SESSION_IDS_PER_KEY:
                 raise ProtocolError("peer used too many nonce session ids under one key")
             little, big = int.from_bytes(raw, "little"), int.from_bytes(raw, "big")
-            self._last[session_id] = ("little", little) if little <= big else ("big", big)
-            return
-        order, last = seen
-        value = int.from_bytes(raw, order)
-        if value <= last:
-            raise ProtocolError(f"replayed or out-of-order ENCRYPTED counter {value} (last {last})")
-        self._last[session_id] = (order, value)
+            window = self._windows[session_id] = _CounterWindow("little" if little <= big else "big")
+        window.check(int.from_bytes(raw, window.byteorder), mac)
 
     def open(self, payload: bytes) -> Packet:
         """Decrypt and validate the inner packet (length, CRC, magic); nested ENCRYPTED is refused."""
