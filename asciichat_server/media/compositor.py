@@ -2,8 +2,8 @@
 
 Three bounded LRU caches make N receivers cheap: scaled pixels per (source, seq, pixel size), rendered tile
 rows per (source, seq, tile size, palette, colour level, render mode), and whole frames per (sources + seqs,
-RenderSpec). 32 receivers with the same spec cost one render; receivers that differ only in terminal size
-still share nothing but the decoded source, which is the C server's cost too.
+RenderSpec). 32 receivers with the same spec cost one render; receivers with other specs reuse every tile
+whose size and style match, and a new frame from one sender re-renders only that sender's tile.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -129,7 +129,6 @@ class CompositorStats:
     tile_hits: int = 0
     scales: int = 0
     scale_hits: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class Compositor:
