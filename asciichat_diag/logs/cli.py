@@ -40,6 +40,7 @@ from asciichat_diag.logs.parse import RecordParser
 from asciichat_diag.logs.ratelimit import LifecycleTracker, RateNote, RateTracker, tag_summary
 from asciichat_diag.logs.reader import scan
 from asciichat_diag.logs.render import LineWriter, Summary, print_summary
+from asciichat_diag.logs.source import SourceIndex
 
 
 def _iso(value: object) -> str:
@@ -65,6 +66,7 @@ class Options:
     show_date: bool
     interval: float
     prefilter: bool
+    sources: tuple[str, ...] = ()
 
     @property
     def filtering(self) -> bool:
@@ -286,6 +288,7 @@ def _build_options(**kw: Any) -> Options:
         show_date=kw["show_date"],
         interval=kw["interval"],
         prefilter=not kw["no_prefilter"],
+        sources=tuple(kw["sources"]),
     )
 
 
@@ -310,6 +313,14 @@ def _build_options(**kw: Any) -> Options:
 @click.option("--date", "show_date", is_flag=True, help="Prefix each record with the date attached to it.")
 @click.option(
     "--interval", type=click.FloatRange(min=0.01), default=0.1, show_default=True, help="Follow poll period (s)."
+)
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    metavar="DIR",
+    help="Source tree: read each call site's declared log_*_every interval (flags unit mismatches).",
 )
 @click.option("--no-prefilter", is_flag=True, hidden=True, help="Parse every record (disables the block fast path).")
 @json_option
@@ -344,6 +355,8 @@ def logs(**kw: Any) -> None:
     console = make_console(color) if mode == "rich" or opts.summary else None
     writer = LineWriter(mode, console, show_date=opts.show_date, show_source=len(opts.files) > 1)
     run = Run(opts, writer)
+    if opts.sources:
+        run.tracker = RateTracker(SourceIndex(list(opts.sources)).lookup)
     if opts.lines is not None:
         run.window = deque(maxlen=opts.lines)
     if opts.follow:

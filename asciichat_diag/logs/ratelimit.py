@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 import statistics
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from asciichat_diag.logs.model import Record
 from asciichat_diag.logs.parse import RATE_SUFFIX_RE
+from asciichat_diag.logs.source import Declared
 
 # LOG_RATE_VERY_FAST/FAST/NORMAL/DEFAULT/SLOW plus the WebSocket code's ad-hoc 500 ms and 4.5 s.
 KNOWN_INTERVALS_S: tuple[float, ...] = (0.1, 0.5, 1.0, 3.0, 4.5, 5.0, 10.0)
@@ -104,7 +106,11 @@ class SiteStats:
     rate_per_s: float | None = None
     min_gap_s: float | None = None
     median_gap_s: float | None = None
-    declared_interval_s: float | None = None
+    declared_interval_s: float | None = None  # written into the line by asciichat-server
+    source_interval_s: float | None = None  # read from the source (--source)
+    source_expression: str | None = None
+    source_location: str | None = None
+    source_warning: str | None = None
     guessed_interval_s: float | None = None
     possibly_suppressed: int = 0  # lower-bound estimate from gaps at the interval
     reported_suppressed: int | None = None  # asciichat-server's own count
@@ -121,11 +127,14 @@ class _Site:
 
 
 class RateTracker:
-    """Per call-site counters and gaps; feed it records in log order."""
+    """Per call-site counters and gaps; feed it records in log order.
 
-    def __init__(self) -> None:
+    `declared` (optional) maps a record's file and line to the interval its source declares.
+    """
+
+    def __init__(self, declared: Callable[[str, int], Declared | None] | None = None) -> None:
         self.sites: dict[str, _Site] = {}
-        self.tags: dict[str, list[int]] = {}
+        self.declared = declared
 
     def observe(self, rec: Record) -> RateNote | None:
         if rec.fmt == "plain":
@@ -135,6 +144,12 @@ class RateTracker:
         if site is None:
             tag = rec.tags[0] if rec.tags else None
             site = self.sites[key] = _Site(SiteStats(key, tag, rec.level, message_template(rec.message)))
+            if self.declared is not None and rec.file and rec.line is not None:
+                found = self.declared(rec.file, rec.line)
+                if found is not None:
+                    st = site.stats
+                    st.source_interval_s, st.source_expression = found.seconds, found.expression
+                    st.source_location, st.source_warning = f"{found.path}:{found.line}", found.warning
         stats = site.stats
         stats.count += 1
         if rec.rate_interval_s is not None:
@@ -167,6 +182,8 @@ class RateTracker:
     @staticmethod
     def _note(site: _Site, gap: float, rec: Record) -> RateNote | None:
         declared = rec.rate_interval_s
+        if declared is None:
+            declared = site.stats.source_interval_s
         if declared is not None:
             if rec.suppressed or _in_band(gap, declared):
                 return RateNote(gap, declared, True, rec.suppressed)
@@ -184,7 +201,10 @@ class RateTracker:
             if gaps:
                 stats.min_gap_s = round(min(gaps), 6)
                 stats.median_gap_s = round(statistics.median(gaps), 6)
-                interval = stats.declared_interval_s
+                interval = stats.declared_interval_s or stats.source_interval_s
+                if stats.source_interval_s and min(gaps) < stats.source_interval_s * BAND_LOW - BAND_LOW_SLACK_S:
+                    note = f"gaps down to {min(gaps):.3f}s, below the declared {stats.source_interval_s:g}s"
+                    stats.source_warning = f"{stats.source_warning}; {note}" if stats.source_warning else note
                 if interval is None and len(gaps) >= 2:
                     interval = guess_interval(min(gaps))
                     if interval is not None and not _convincing(

@@ -234,6 +234,9 @@ def print_summary(summary: Summary, console: Console) -> None:
     for s in summary.sites:
         if s.declared_interval_s is not None:
             interval = f"{format_interval(s.declared_interval_s)}s (declared)"
+        elif s.source_expression is not None:
+            value = "?" if s.source_interval_s is None else f"{format_interval(s.source_interval_s)}s"
+            interval = f"{value} (source: {s.source_expression}){' ⚠' if s.source_warning else ''}"
         elif s.guessed_interval_s is not None:
             interval = f"≈{format_interval(s.guessed_interval_s)}s (known rate)"
         else:
@@ -275,5 +278,8 @@ def print_summary(summary: Summary, console: Console) -> None:
                 f"[magenta]connect lines suppressed by the server: {summary.suppressed_connect_lines}, "
                 f"disconnect lines: {summary.suppressed_disconnect_lines} (those lifecycles are missing)[/]"
             )
+    warned = [s for s in summary.sites if s.source_warning]
+    for s in warned:
+        console.print(f"[yellow]⚠ {s.key}[/] ({s.source_location}): {s.source_warning}")
     for event in summary.events:
         console.print(f"[yellow]{event['event']}[/] {event['source']}: {event['detail']}")
