@@ -200,23 +200,25 @@ class Room:
             self._ticker = asyncio.create_task(self._guarded(self._tick_loop, "ticker"), name="room-ticker")
             self._audio_task = asyncio.create_task(self._guarded(self._audio_loop, "audio"), name="room-audio")
 
-    async def shutdown(self, timeout_s: float = 1.5) -> None:
-        """Close every client and wait (bounded) until each session has run its cleanup."""
+    async def shutdown(self, timeout_s: float = 1.2) -> None:
+        """Close every client and wait until each session has run its cleanup, all within ``timeout_s``."""
         self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         clients = list(self.clients.values())
         for client in clients:
             client.stop("shutdown")
         if clients:
             # Closing the links wakes any recv() parked in a transport; all at once, bounded.
             closes = [asyncio.ensure_future(c.link.close("shutdown")) for c in clients]
-            _done, slow = await asyncio.wait(closes, timeout=min(0.5, timeout_s))
+            _done, slow = await asyncio.wait(closes, timeout=timeout_s / 2)
             for task in slow:
                 task.cancel()
             for task in closes:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         try:
-            await asyncio.wait_for(self._all_gone.wait(), timeout_s)
+            await asyncio.wait_for(self._all_gone.wait(), max(0.05, deadline - loop.time()))
         except TimeoutError:
             _log.warning("shutdown: %d client(s) still cleaning up after %.1fs", len(self.clients), timeout_s)
         for task in (self._ticker, self._audio_task):

@@ -25,6 +25,8 @@ __all__ = ["WS_MODULE", "AsciiChatServer", "build_security"]
 _log = logging.getLogger(__name__)
 
 WS_MODULE = "asciichat_server.transport.ws"
+# Time stop() may spend closing clients (WS and TCP together); leaves margin within the 2 s SIGINT rule.
+SHUTDOWN_BUDGET_S = 1.2
 
 
 async def build_security(config: ServerConfig) -> ServerSecurity:
@@ -144,17 +146,21 @@ class AsciiChatServer:
         _log.info("server stopped")
 
     async def _teardown(self) -> None:
+        # Budget: SIGINT must end the process within 2 s (issue 4), so WS and room close in parallel.
         for server in self._tcp_servers:
             server.close()
+        closing = []
         if self._ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.close(), 1.5)
+            closing.append(asyncio.wait_for(self._ws.close(), SHUTDOWN_BUDGET_S))
             self._ws = None
         if self.room is not None:
-            await self.room.shutdown()
+            closing.append(self.room.shutdown(SHUTDOWN_BUDGET_S))
+        for result in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(result, BaseException) and not isinstance(result, TimeoutError):
+                _log.warning("shutdown: %s", result)
         for server in self._tcp_servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 0.5)
+                await asyncio.wait_for(server.wait_closed(), 0.3)
         self._tcp_servers = []
 
     async def __aenter__(self) -> AsciiChatServer:

@@ -169,3 +169,26 @@ def test_bad_key_file_exits_with_one_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("asciichat-server: error:")]
     assert len(errors) == 1 and "unrecognised key file" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected_v4", "expected_v6"),
+    [
+        (["--address6", "::1"], False, True),
+        (["--address", "127.0.0.1"], True, False),
+        (["127.0.0.1", "::1"], True, True),
+    ],
+)
+def test_address_options_bind_exactly_what_is_given(tmp_path, args, expected_v4, expected_v6):
+    log_file = tmp_path / "server.log"
+    proc = _spawn(*args, "--port", "0", log_file=log_file)
+    try:
+        ready = _wait_ready(log_file, proc)
+        assert ("tcp://127.0.0.1:" in ready) is expected_v4
+        assert ("tcp://[::1]:" in ready) is expected_v6
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=3) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
