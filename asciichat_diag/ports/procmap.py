@@ -36,7 +36,7 @@ class InodeScan:
 # Above this many descriptors on the host the readlinks are spread over threads: readlink()
 # releases the GIL and the kernel work per call dominates (10,000 fds ~ 50-100 ms on one core).
 PARALLEL_FDS = 4000
-SCAN_THREADS = 4
+SCAN_THREADS = max(2, min(4, os.cpu_count() or 2))
 BIG_PROCESS_FDS = 512  # processes with fewer fds are read at once and their directory closed
 
 
