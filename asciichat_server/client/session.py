@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from asciichat_server.client.display import FrameDisplay
 from asciichat_server.client.media import TestPattern, load_image
 from asciichat_server.client.options import ClientOptions
-from asciichat_server.client.transport import TransportClosed, open_transport
+from asciichat_server.client.transport import TcpTransport, TransportClosed, WsTransport, open_transport
 from asciichat_server.log import log_every
 from asciichat_server.protocol import (
     AsciiFrame,
@@ -106,7 +107,7 @@ class ClientSession:
             key_variant=options.key_variant,
         )
         self.conn = ClientConnection(security, options.target.kind)
-        self._transport = None
+        self._transport: TcpTransport | WsTransport | None = None
         self._send_lock = asyncio.Lock()
         self._opened = asyncio.Event()
         self._done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -119,7 +120,7 @@ class ClientSession:
         self._source = self._make_source()
 
     # -- video source -------------------------------------------------------------------------------
-    def _make_source(self):
+    def _make_source(self) -> Callable[[], np.ndarray]:
         if self.options.image_file:
             still = load_image(self.options.image_file)
             return lambda: still
@@ -164,9 +165,11 @@ class ClientSession:
                     # A full server (C or ours) writes one text line instead of a packet, then closes.
                     line = self._early.split(b"\n", 1)[0].decode("ascii", "replace")
                     raise ClientError(f"server is full ({line})") from exc
-                # The core queued an ERROR_MESSAGE for the server if it could; deliver it before closing.
-                await self._flush_quietly()
                 phase = "handshake failed" if not self._opened.is_set() else "protocol error"
+                if self._opened.is_set():
+                    # Tell the server why we leave (ERROR_MESSAGE 44, encrypted when the session is), as it does.
+                    self.conn.fail(exc.reason)
+                    await self._flush_quietly()
                 raise ClientError(f"{phase}: {exc.reason}") from exc
             for event in events:
                 await self._handle_event(event)

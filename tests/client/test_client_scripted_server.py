@@ -33,6 +33,7 @@ from asciichat_server.protocol import (
     ServerState,
     StreamFlags,
     StreamType,
+    encode_packet,
 )
 
 
@@ -247,3 +248,21 @@ async def test_garbage_from_server_is_a_protocol_error() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_plaintext_packet_in_encrypted_session_is_refused_and_reported() -> None:
+    async def script(srv: ScriptedServer) -> None:
+        await srv.send(PacketType.ASCII_FRAME, _frame("ok"))
+        await asyncio.sleep(0.2)
+        srv._writer.write(encode_packet(PacketType.PING))  # bypasses the core: not wrapped in ENCRYPTED
+        await srv._writer.drain()
+
+    async with ScriptedServer(script) as srv:
+        session = ClientSession(_options(srv.port, send_video=False), FrameDisplay(io.StringIO(), False))
+        with pytest.raises(ClientError, match=r"^protocol error: ") as info:
+            await asyncio.wait_for(session.run(), 10)
+        await asyncio.sleep(0.2)
+    assert not info.value.lost  # a broken peer is not retried like a lost connection
+    errors = [ErrorMessage.decode(p) for t, p in srv.received if t == PacketType.ERROR_MESSAGE]
+    assert len(errors) == 1 and errors[0].code == 44
+    assert errors[0].message == info.value.message.removeprefix("protocol error: ")
