@@ -266,3 +266,35 @@ async def test_plaintext_packet_in_encrypted_session_is_refused_and_reported() -
     errors = [ErrorMessage.decode(p) for t, p in srv.received if t == PacketType.ERROR_MESSAGE]
     assert len(errors) == 1 and errors[0].code == 44
     assert errors[0].message == info.value.message.removeprefix("protocol error: ")
+
+
+async def test_websocket_text_message_and_subprotocol() -> None:
+    from aiohttp import web
+
+    seen: dict[str, object] = {}
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=("acip",))
+        await ws.prepare(request)
+        seen["protocol"] = ws.ws_protocol
+        seen["deflate"] = request.headers.get("Sec-WebSocket-Extensions", "")
+        await ws.send_str("hello")  # ACIP is binary only
+        await asyncio.sleep(1)
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/room", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        options = ClientOptions(target=parse_target(f"ws://127.0.0.1:{port}/room"), silence_timeout_s=3.0)
+        session = ClientSession(options, FrameDisplay(io.StringIO(), False))
+        with pytest.raises(ClientError, match="text WebSocket message"):
+            await asyncio.wait_for(session.run(), 10)
+    finally:
+        await runner.cleanup()
+    assert seen == {"protocol": "acip", "deflate": ""}  # subprotocol asked for, no permessage-deflate offered
