@@ -679,3 +679,94 @@ def test_rekey_before_the_first_encrypted_packet_reveals_the_variant(variant: st
     assert server_events == [HandshakeComplete(True, variant, None)]
     assert server.key_variant == variant and server.rekeys == 1
     _roundtrip(server, client)
+
+
+# ------------------------------------------------------------------------------- client role against scripted servers
+
+
+def _client_after_version(security: ClientSecurity | None = None) -> ClientConnection:
+    client = ClientConnection(security or ClientSecurity(), "tcp")
+    client.start()
+    (version,) = client.data_to_send()
+    assert decode_packet(version) == Packet(PacketType.PROTOCOL_VERSION, ProtocolVersion().encode())
+    client.receive_data(version)  # a correct server echoes the same bytes
+    (caps,) = client.data_to_send()
+    assert decode_packet(caps).type == PacketType.CRYPTO_CAPABILITIES
+    return client
+
+
+def test_client_sends_mode_full_when_it_has_a_password_or_key(password_key: bytes) -> None:
+    for security in (ClientSecurity(password_key=password_key), ClientSecurity(identity=CLIENT_A)):
+        client = ClientConnection(security, "tcp")
+        client.start()
+        (version,) = client.data_to_send()
+        assert ProtocolVersion.decode(decode_packet(version).payload).supports_encryption == 0x03
+
+
+def test_client_refuses_a_server_that_does_not_echo_its_mode() -> None:
+    client = ClientConnection(ClientSecurity(), "tcp")
+    client.start()
+    with pytest.raises(ProtocolError, match="crypto mode"):
+        client.receive_data(encode_packet(PacketType.PROTOCOL_VERSION, ProtocolVersion(supports_encryption=3).encode()))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"), [("selected_kex", 2, "key exchange"), ("selected_cipher", 0, "cipher")]
+)
+def test_client_refuses_parameters_it_cannot_use(field: str, value: int, needle: str) -> None:
+    client = _client_after_version()
+    params = CryptoParameters(**{field: value}).encode()
+    with pytest.raises(ProtocolError, match=needle):
+        client.receive_data(encode_packet(PacketType.CRYPTO_PARAMETERS, params))
+
+
+def test_client_refuses_128_byte_init_not_announced() -> None:
+    client = _client_after_version()
+    client.receive_data(encode_packet(PacketType.CRYPTO_PARAMETERS, CryptoParameters().encode()))
+    from asciichat_server.protocol.crypto import signed_key_exchange_init
+
+    init = signed_key_exchange_init(bytes(range(32)), SERVER_ID).encode()
+    with pytest.raises(ProtocolError, match="announced no identity"):
+        client.receive_data(encode_packet(PacketType.CRYPTO_KEY_EXCHANGE_INIT, init))
+
+
+def test_client_passes_error_message_during_handshake_to_the_application() -> None:
+    client = _client_after_version()
+    err = ErrorMessage(44, "go away").encode()
+    assert client.receive_data(encode_packet(PacketType.ERROR_MESSAGE, err)) == [
+        PacketReceived(Packet(PacketType.ERROR_MESSAGE, err))
+    ]
+
+
+def test_client_rejects_a_forged_server_auth_resp(password_key: bytes) -> None:
+    server = ServerConnection(ServerSecurity(password_key=password_key), "tcp")
+    client = ClientConnection(ClientSecurity(password_key=password_key), "tcp")
+    client.start()
+    for _ in range(4):
+        for w in client.data_to_send():
+            server.receive_data(w)
+        out = server.data_to_send()
+        if out and decode_packet(out[-1]).type == PacketType.CRYPTO_SERVER_AUTH_RESP:
+            for w in out[:-1]:
+                client.receive_data(w)
+            break
+        for w in out:
+            client.receive_data(w)
+    with pytest.raises(ProtocolError, match="failed to prove"):
+        client.receive_data(encode_packet(PacketType.CRYPTO_SERVER_AUTH_RESP, bytes(32)))
+
+
+def test_client_without_encryption_is_open_at_once_and_reports_it() -> None:
+    client = ClientConnection(ClientSecurity(encrypt=False), "tcp")
+    client.start()
+    assert client.data_to_send() == [] and client.state is ConnectionState.OPEN
+    # The HandshakeComplete event arrives with the first received data.
+    events = client.receive_data(encode_packet(PacketType.SERVER_STATE, bytes(32)))
+    assert events[0] == HandshakeComplete(False, None, None)
+
+
+def test_client_rekey_needs_an_open_encrypted_session() -> None:
+    client = ClientConnection(ClientSecurity(encrypt=False), "tcp")
+    client.start()
+    with pytest.raises(ValueError):
+        client.start_rekey()
