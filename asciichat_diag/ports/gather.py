@@ -345,6 +345,7 @@ def gather_port(
     started = time.perf_counter()
     raw, source = collect_sockets(port, backend=backend)
     entries, scan = build_entries(raw, source, port)
+    entries = _drop_vanished(entries, port, source)
     entries.sort(key=_sort_key)
     report = analyse(port, entries, source, scan, expect=list(expect if expect is not None else DEFAULT_EXPECT))
     if probe or acip or ws:
@@ -356,6 +357,21 @@ def gather_port(
     report.ok = report.listening and not any(f.severity == PROBLEM for f in report.findings)
     report.elapsed_ms = (time.perf_counter() - started) * 1000
     return report
+
+
+def _drop_vanished(entries: list[SocketEntry], port: int | None, source: str) -> list[SocketEntry]:
+    """Forget sockets that were closed between the kernel dump and the /proc walk.
+
+    Without this, a listener closed in that window reads as "no process holds it".
+    """
+    orphans = {e.inode for e in entries if e.inode and not e.processes}
+    if not orphans or source != "sock_diag":
+        return entries
+    from asciichat_diag.ports.sockdiag import dump_tcp
+
+    alive = {r.inode for r in dump_tcp(port)}
+    gone = orphans - alive
+    return [e for e in entries if e.inode not in gone] if gone else entries
 
 
 _STATE_ORDER = {"LISTEN": 0, "ESTABLISHED": 1, "CLOSE_WAIT": 2, "TIME_WAIT": 4}

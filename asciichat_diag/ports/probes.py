@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 import time
 
 from asciichat_diag.ports.model import AcipProbe, ConnectProbe, WsProbe, format_endpoint
@@ -321,7 +322,7 @@ def connect_probes(port: int, timeout_s: float) -> list[ConnectProbe]:
             err = sock.connect_ex((address, port))
             if err == 0:
                 results[address] = ConnectProbe(address, family, "ok", _ms(start))
-                sock.close()
+                _abort(sock)
             elif err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
                 sel.register(sock, selectors.EVENT_WRITE, (address, family, start))
             else:
@@ -343,7 +344,7 @@ def connect_probes(port: int, timeout_s: float) -> list[ConnectProbe]:
                     status, text = _classify(_os_error(err))
                     results[address] = ConnectProbe(address, family, status, _ms(start), text)
                 sel.unregister(sock)
-                sock.close()
+                _abort(sock)
         for key in list(sel.get_map().values()):
             address, family, start = key.data
             results[address] = ConnectProbe(address, family, "timeout", _ms(start), "no answer before the timeout")
@@ -352,6 +353,16 @@ def connect_probes(port: int, timeout_s: float) -> list[ConnectProbe]:
     finally:
         sel.close()
     return [results[address] for address, _family in LOOPBACKS]
+
+
+def _abort(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0): a probe must not leave TIME_WAIT behind, or `--watch` would
+    count its own probes as the port's TIME_WAIT sockets."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
 
 
 def _os_error(err: int) -> OSError:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -276,3 +277,18 @@ def test_full_accept_queue_times_out_and_is_flagged(net, port, sockets) -> None:
     assert lst_entry.send_q == 0 and lst_entry.recv_q >= 1  # listen(0), and clients queued
     full = next(f for f in report.findings if f.code == "accept_queue_full")
     assert full.severity == "problem" and "not calling accept()" in full.message
+
+
+def test_connect_probes_leave_no_time_wait(net, port, sockets) -> None:
+    from asciichat_diag.ports.probes import connect_probes
+    from asciichat_diag.ports.sockdiag import dump_tcp
+
+    lst = net.listener("127.0.0.1", port)
+    sockets.append(lst)
+    for _ in range(3):
+        assert connect_probes(port, 1.0)[0].status == "ok"
+    time.sleep(0.05)
+    # a plain close() would leave FIN_WAIT2 then TIME_WAIT on our side and CLOSE_WAIT on the
+    # server's: --watch would count its own probes; the RST leaves nothing
+    states = [s.state for s in dump_tcp(port) if s.state != "LISTEN"]
+    assert states == []
