@@ -33,7 +33,7 @@ __all__ = [
     "SUBPROTOCOL",
     "WS_MAX_MSG_SIZE",
     "FrameScanner",
-    "ReassemblyTimeout",
+    "ReassemblyInfo",
     "ReassemblyWatchdog",
     "WsLink",
     "WsListener",
@@ -82,6 +82,8 @@ _CLOSE_CODES = {
     "auth failed": CLOSE_POLICY_VIOLATION,
     "send queue overflow": CLOSE_POLICY_VIOLATION,
 }
+# After the gap timer expires, how long to let the loop poll its sockets before dropping the message.
+_CONFIRM_DELAY_S = 0.01
 # A close frame's payload is at most 125 bytes: 2 for the code, the rest for the reason.
 _MAX_CLOSE_REASON = 123
 
@@ -117,6 +119,8 @@ class FrameScanner:
         self.size = 0
         #: Whole data messages seen since creation.
         self.messages = 0
+        #: (fragments, payload bytes) of the last whole message.
+        self.last_message = (0, 0)
 
     def feed(self, data: bytes) -> bool:
         """Consume ``data``; True when some of it belonged to the data message in flight."""
@@ -183,6 +187,7 @@ class FrameScanner:
         if self._frame_is_data and self._frame_fin:
             self.in_message = False
             self.messages += 1
+            self.last_message = (self.fragments, self.size)
         self._header.clear()
         self._header_needed = 2
         self._in_frame = False
@@ -195,8 +200,8 @@ class _ParserLike(Protocol):
 
 
 @dataclass(frozen=True)
-class ReassemblyTimeout:
-    """What was in flight when a message's fragments stopped arriving."""
+class ReassemblyInfo:
+    """One fragmented message: dropped (gap_s = the gap that ended it) or whole (the longest gap)."""
 
     fragments: int
     size: int
@@ -224,9 +229,12 @@ class ReassemblyWatchdog:
         loop: asyncio.AbstractEventLoop,
         transport: asyncio.Transport,
         timeout_s: float,
-        on_timeout: Callable[[ReassemblyTimeout], None],
+        on_timeout: Callable[[ReassemblyInfo], None],
+        on_complete: Callable[[ReassemblyInfo], None] | None = None,
     ) -> None:
         self._inner = inner
+        self._on_complete = on_complete
+        self._max_gap = 0.0
         self._loop = loop
         self._transport = transport
         self.timeout_s = timeout_s
@@ -235,6 +243,7 @@ class ReassemblyWatchdog:
         self._last_progress = 0.0
         self._message_started = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._confirming = False
         self.dropped = False
 
     def observe(self, data: bytes) -> None:
@@ -257,12 +266,20 @@ class ReassemblyWatchdog:
         was_in_message = scanner.in_message
         messages_before = scanner.messages
         progress = scanner.feed(data)
+        now = self._loop.time()
+        if was_in_message and progress:
+            self._max_gap = max(self._max_gap, now - self._last_progress)
+        if scanner.messages != messages_before and self._on_complete is not None:
+            fragments, size = scanner.last_message
+            if fragments > 1:
+                age = now - self._message_started if was_in_message else 0.0
+                self._on_complete(ReassemblyInfo(fragments, size, self._max_gap, age, self.timeout_s))
         if not scanner.in_message:
             self._cancel_timer()
             return
-        now = self._loop.time()
         if not was_in_message or scanner.messages != messages_before:
             self._message_started = now
+            self._max_gap = 0.0
         if progress:
             self._last_progress = now
         if self._timer is None:
@@ -284,11 +301,20 @@ class ReassemblyWatchdog:
             self._last_progress = now
         deadline = self._last_progress + self.timeout_s
         if now < deadline:
+            self._confirming = False
             self._timer = self._loop.call_at(deadline, self._check)
             return
+        if not self._confirming:
+            # A loop that woke up late runs due timers before it reads sockets that became readable
+            # meanwhile, so the peer's next bytes may be sitting unread: look once more after the
+            # loop has polled its sockets before blaming the peer.
+            self._confirming = True
+            self._timer = self._loop.call_later(_CONFIRM_DELAY_S, self._check)
+            return
+        self._confirming = False
         self.dropped = True
         self._on_timeout(
-            ReassemblyTimeout(
+            ReassemblyInfo(
                 fragments=self.scanner.fragments,
                 size=self.scanner.size,
                 gap_s=now - self._last_progress,
@@ -317,12 +343,14 @@ class _AcipWebSocketResponse(web.WebSocketResponse):
         self,
         *,
         reassembly_timeout_s: float,
-        on_reassembly_timeout: Callable[[ReassemblyTimeout], None],
+        on_reassembly_timeout: Callable[[ReassemblyInfo], None],
+        on_reassembled: Callable[[ReassemblyInfo], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._reassembly_timeout_s = reassembly_timeout_s
         self._on_reassembly_timeout = on_reassembly_timeout
+        self._on_reassembled = on_reassembled
         self.watchdog: ReassemblyWatchdog | None = None
 
     def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
@@ -340,7 +368,12 @@ class _AcipWebSocketResponse(web.WebSocketResponse):
             log_every(_log, logging.ERROR, 3600, "aiohttp internals changed: WebSocket reassembly timeout is off")
             return
         watchdog = ReassemblyWatchdog(
-            inner, self._loop, transport, self._reassembly_timeout_s, self._on_reassembly_timeout
+            inner,
+            self._loop,
+            transport,
+            self._reassembly_timeout_s,
+            self._on_reassembly_timeout,
+            self._on_reassembled,
         )
         handler._payload_parser = watchdog
         if early:
@@ -477,7 +510,7 @@ class WsLink:
             if transport is not None and not transport.is_closing():
                 transport.close()
 
-    def abort_reassembly(self, info: ReassemblyTimeout) -> None:
+    def abort_reassembly(self, info: ReassemblyInfo) -> None:
         """The watchdog gave up on a message: close frame, then close the socket (synchronous)."""
         self._metrics.reassembly_timeouts += 1
         self._note_reason(f"reassembly timeout after {info.fragments} fragment(s), {info.size} bytes")
@@ -598,12 +631,30 @@ async def _serve_websocket(request: web.Request) -> web.StreamResponse:
         raise web.HTTPServiceUnavailable(text="server shutting down\n")
     link_box: list[WsLink] = []
 
-    def on_timeout(info: ReassemblyTimeout) -> None:
+    def on_timeout(info: ReassemblyInfo) -> None:
         if link_box:
             link_box[0].abort_reassembly(info)
         else:  # the upgrade has not finished yet: nobody to tell, just end the connection
             state.metrics.reassembly_timeouts += 1
             _abort_transport(request.transport)
+
+    def on_reassembled(info: ReassemblyInfo) -> None:
+        # ascii-chat logs fragment reassembly as it happens (rate limited); elapsed here is the
+        # longest gap between the message's bytes, i.e. how close it came to the timeout.
+        link = link_box[0] if link_box else None
+        log_every(
+            _log,
+            logging.DEBUG,
+            REASSEMBLY_LOG_EVERY_S,
+            "[WS_REASSEMBLY] reassembled: fragments=%d, elapsed=%.2fs/%ss, size=%d, age=%.2fs, id=%s, peer=%s",
+            info.fragments,
+            info.gap_s,
+            _fmt_seconds(info.timeout_s),
+            info.size,
+            info.age_s,
+            _fmt_id(link.client_id if link else None),
+            link.peer if link else _peer_of(request),
+        )
 
     ws = _AcipWebSocketResponse(
         protocols=(SUBPROTOCOL,),
@@ -614,6 +665,7 @@ async def _serve_websocket(request: web.Request) -> web.StreamResponse:
         autoping=True,
         reassembly_timeout_s=state.settings.reassembly_timeout_s,
         on_reassembly_timeout=on_timeout,
+        on_reassembled=on_reassembled,
     )
     # Raises HTTPBadRequest (a 400 answer) for a malformed upgrade; ConnectionResetError if the
     # peer vanished meanwhile, which aiohttp logs at debug and we need not handle.

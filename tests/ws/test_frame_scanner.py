@@ -112,6 +112,8 @@ def test_scanner_matches_frame_layout(messages: list, masked: bool, cuts: list[i
             assert scanner.size == size
     assert not scanner.in_message
     assert scanner.messages == len(messages)
+    last_sizes = messages[-1][0]
+    assert scanner.last_message == (len(last_sizes), sum(last_sizes))
 
 
 def test_byte_by_byte_progress_only_for_data_frames() -> None:
