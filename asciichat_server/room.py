@@ -120,7 +120,8 @@ class ClientSession:
         self.audio: collections.deque[bytes] = collections.deque(maxlen=AUDIO_QUEUE_LIMIT)
         self.video_out: _Video | None = None
         self.wakeup = asyncio.Event()
-        self.stopped = asyncio.Event()
+        # The receive deadline in force while the session waits for data; stop() pulls it to "now".
+        self.recv_deadline: asyncio.Timeout | None = None
         self.writer_task: asyncio.Task[None] | None = None
 
     @property
@@ -136,7 +137,11 @@ class ClientSession:
         if self.stop_reason is None:
             self.stop_reason = reason
             self.final_flush = flush
-        self.stopped.set()
+        deadline = self.recv_deadline
+        if deadline is not None:
+            # Wake a session parked in recv(): its timeout fires at once and the loop sees stop_reason.
+            with contextlib.suppress(RuntimeError):
+                deadline.reschedule(asyncio.get_running_loop().time())
         self.wakeup.set()
 
 
@@ -319,7 +324,6 @@ class Room:
         handshake_deadline = client.connected_at + self.config.handshake_timeout_s
         first_deadline = client.connected_at + min(FIRST_BYTES_TIMEOUT_S, self.config.handshake_timeout_s)
         got_bytes = False
-        stopped = asyncio.ensure_future(client.stopped.wait())
         try:
             conn.start()
             client.wakeup.set()
@@ -337,17 +341,14 @@ class Room:
                     if not client.handshake_done:
                         self.metrics.handshakes_failed += 1
                     return timeout_reason
-                recv = asyncio.ensure_future(link.recv())
                 try:
-                    done, _ = await asyncio.wait({recv, stopped}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                    async with asyncio.timeout(wait) as recv_deadline:
+                        client.recv_deadline = recv_deadline
+                        data = await link.recv()
+                except TimeoutError:
+                    continue  # deadline passed or stop requested: the loop head decides
                 finally:
-                    if not recv.done():
-                        recv.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await recv
-                if recv not in done:
-                    continue  # timeout or stop request: the loop head decides
-                data = recv.result()
+                    client.recv_deadline = None
                 if data is None:
                     if not client.handshake_done:
                         self.metrics.handshakes_failed += 1
@@ -366,7 +367,6 @@ class Room:
                 client.wakeup.set()
             return client.stop_reason or "eof"
         finally:
-            stopped.cancel()
             if client.final_flush:
                 await self._final_flush(client)
 

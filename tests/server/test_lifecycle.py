@@ -24,6 +24,8 @@ def _slots_ok(server) -> bool:
 
 async def _assert_empty(server, helpers):
     await helpers.wait_until(lambda: server.room.client_count == 0, timeout=5)
+    # Every session has finished its cleanup, including the [TCP_DISCONNECT] line after the close.
+    await asyncio.wait_for(server.room._all_gone.wait(), 5)
     assert server.room.slots_free == server.config.max_clients
     assert server.metrics.connections_active == 0
     assert server.metrics.slots_used == 0
