@@ -170,7 +170,9 @@ class ClientSession:
                     # Tell the server why we leave (ERROR_MESSAGE 44, encrypted when the session is), as it does.
                     self.conn.fail(exc.reason)
                     await self._flush_quietly()
-                raise ClientError(f"{phase}: {exc.reason}") from exc
+                # After the handshake the C client treats any receive error as a lost connection (and
+                # reconnects); the c41 server can corrupt its own stream (two writers), so we do the same.
+                raise ClientError(f"{phase}: {exc.reason}", lost=self._opened.is_set()) from exc
             for event in events:
                 await self._handle_event(event)
             await self._flush()

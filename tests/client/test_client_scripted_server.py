@@ -262,7 +262,7 @@ async def test_plaintext_packet_in_encrypted_session_is_refused_and_reported() -
         with pytest.raises(ClientError, match=r"^protocol error: ") as info:
             await asyncio.wait_for(session.run(), 10)
         await asyncio.sleep(0.2)
-    assert not info.value.lost  # a broken peer is not retried like a lost connection
+    assert info.value.lost  # like the C client: after the handshake, a receive error means reconnect
     errors = [ErrorMessage.decode(p) for t, p in srv.received if t == PacketType.ERROR_MESSAGE]
     assert len(errors) == 1 and errors[0].code == 44
     assert errors[0].message == info.value.message.removeprefix("protocol error: ")
