@@ -19,6 +19,7 @@ from asciichat_diag.ports.model import (
 )
 
 MAX_ROWS = 40  # beyond this, sockets are summarised per state; --json has them all
+RARE_ROWS = 15  # rows of uncommon states (CLOSE_WAIT, FIN_WAIT2, ...) still listed one by one
 SEVERITY_STYLE = {PROBLEM: "bold red", WARNING: "yellow", "info": "cyan"}
 STATE_STYLE = {"LISTEN": "green", "TIME_WAIT": "magenta", "CLOSE_WAIT": "red", "ESTABLISHED": "blue"}
 
@@ -64,6 +65,26 @@ def findings_text(findings: list[Finding]) -> Text:
     return text
 
 
+def _group_table(report: PortReport) -> Table:
+    """state x side x owning processes -> count (and the TIME_WAIT time left range)."""
+    groups: dict[tuple[str, str, str], list[SocketEntry]] = {}
+    for e in report.sockets:
+        owner = _proc_text(e, short=True)
+        groups.setdefault((e.state, e.side, owner), []).append(e)
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold", title_justify="left")
+    for col in ("state", "side", "count", "time left", "pid process"):
+        table.add_column(col, no_wrap=col != "pid process", overflow="fold")
+    order = {"LISTEN": 0, "ESTABLISHED": 1, "CLOSE_WAIT": 2, "TIME_WAIT": 4}
+    for (state, side, owner), members in sorted(
+        groups.items(), key=lambda kv: (order.get(kv[0][0], 3), kv[0][1], -len(kv[1]))
+    ):
+        lefts = [m.time_left_s for m in members if m.time_left_s is not None]
+        left = f"{min(lefts):.0f}-{max(lefts):.0f} s" if lefts else ""
+        where = f"port {report.port}" if side == "local" else "peers"
+        table.add_row(Text(state, style=STATE_STYLE.get(state, "")), where, str(len(members)), left, owner)
+    return table
+
+
 def port_renderable(report: PortReport) -> RenderableType:
     """Header line, sockets table, state counts, probes and findings for one port."""
     parts: list[RenderableType] = []
@@ -83,16 +104,14 @@ def port_renderable(report: PortReport) -> RenderableType:
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for col in ("family", "state", "local", "remote", "timer/queue"):
         table.add_column(col, no_wrap=True)
-    table.add_column("pid process", overflow="fold")
+    table.add_column("pid process", no_wrap=True)
     shown = report.sockets
-    hidden: dict[str, int] = {}
+    grouped = False
     if len(shown) > MAX_ROWS:
-        keep = [e for e in shown if e.state == "LISTEN"]
-        rest = [e for e in shown if e.state != "LISTEN"]
-        keep += rest[: max(0, MAX_ROWS - len(keep))]
-        for e in rest[max(0, MAX_ROWS - len(keep)) :]:
-            hidden[e.state] = hidden.get(e.state, 0) + 1
-        shown = keep
+        # too many to list: every listener, a few of the rarer states, then counts per group
+        rare = [e for e in shown if e.state not in ("LISTEN", "ESTABLISHED", "TIME_WAIT")]
+        shown = [e for e in shown if e.state == "LISTEN"] + rare[:RARE_ROWS]
+        grouped = True
     for e in shown:
         timer = ""
         if e.state == "LISTEN" and e.send_q:
@@ -114,9 +133,9 @@ def port_renderable(report: PortReport) -> RenderableType:
         parts.append(_process_legend(report.sockets))
     else:
         parts.append(Text("  no sockets on this port", style="dim"))
-    if hidden:
-        more = ", ".join(f"{n} {state}" for state, n in sorted(hidden.items()))
-        parts.append(Text(f"  ... and {more} not shown (use --json for all)", style="dim"))
+    if grouped:
+        parts.append(_group_table(report))
+        parts.append(Text(f"  {len(report.sockets)} sockets in all; --json lists every one", style="dim"))
 
     for sc in report.states.values():
         if not sc.count:

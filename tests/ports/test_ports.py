@@ -385,3 +385,19 @@ def test_expected_name_matching() -> None:
     assert not matches_expected(info("sleep", "/usr/bin/sleep", ["sleep", "60"]), want)
     assert not matches_expected(info("python3", py, [py, "-m", "http.server"]), want)
     assert not matches_expected(info(None, None, []), want)
+
+
+def test_many_sockets_are_grouped_in_text(net, port, sockets) -> None:
+    lst = net.listener("127.0.0.1", port)
+    sockets.append(lst)
+    for _ in range(30):
+        sockets.append(socket.create_connection(("127.0.0.1", port)))
+        sockets.append(lst.accept()[0])
+    result = CliRunner().invoke(
+        main, ["ports", str(port), "--color", "never", "--no-probe", "--any-owner", "--family", "ipv4"]
+    )
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "61 sockets in all; --json lists every one" in out
+    established = [line.split() for line in out.splitlines() if line.startswith("ESTABLISHED")]
+    assert sorted((row[1], row[-3]) for row in established) == [("peers", "30"), ("port", "30")]
