@@ -18,7 +18,7 @@ from asciichat_diag.symbolize.demangle import demangle
 from asciichat_diag.symbolize.elfio import SHF_COMPRESSED, ElfImage
 from asciichat_diag.symbolize.index import IndexBuilder, SymbolIndex
 
-NAME_ATTRS = (dw.AT_NAME, dw.AT_LINKAGE_NAME, dw.AT_MIPS_LINKAGE_NAME, dw.AT_ABSTRACT_ORIGIN, dw.AT_SPECIFICATION)
+AT_COMP_DIR, AT_STMT_LIST = 0x1B, 0x10
 # Sections the DWARF reader uses, by their name without the leading "." (ELF) or "__" (Mach-O).
 DWARF_SECTIONS = (
     "debug_info", "debug_abbrev", "debug_str", "debug_line", "debug_line_str", "debug_str_offsets",
@@ -153,13 +153,6 @@ def _add_dwarf(builder, sections, little, addr_size, arch, min_valid_addr, progr
             continue
         offset_size = 8 if cu.structs.dwarf_format == 64 else 4
         cu_addr_size = cu.header["address_size"]
-        top = cu.get_top_DIE()
-        tattrs = top.attributes
-
-        def base(name: str, default: int, _t=tattrs) -> int:
-            attr = _t.get(name)
-            return attr.value if attr is not None else default
-
         ctx = dw.UnitContext(
             info=info,
             unit_offset=cu.cu_offset,
@@ -168,9 +161,7 @@ def _add_dwarf(builder, sections, little, addr_size, arch, min_valid_addr, progr
             offset_size=offset_size,
             little=little,
             sections=sections,
-            str_offsets_base=base("DW_AT_str_offsets_base", 8 if offset_size == 4 else 16),
-            addr_base=base("DW_AT_addr_base", base("DW_AT_GNU_addr_base", 8)),
-            rnglists_base=base("DW_AT_rnglists_base", 0),
+            str_offsets_base=8 if offset_size == 4 else 16,
         )
         key = (cu.header["debug_abbrev_offset"], cu_addr_size, offset_size, version)
         abbrevs = abbrev_cache.get(key)
@@ -179,11 +170,13 @@ def _add_dwarf(builder, sections, little, addr_size, arch, min_valid_addr, progr
         end = cu.cu_offset + cu.size
         if end > len(info):
             raise dw.DwarfFormatError(f"unit at {cu.cu_offset:#x} is longer than .debug_info")
+        tattrs = dw.read_unit_die(ctx, abbrevs, cu.cu_die_offset)
         records = dw.walk_unit(ctx, abbrevs, cu.cu_die_offset, end)
-        comp_dir = _attr_str(tattrs, "DW_AT_comp_dir")
+        comp_dir = _s(tattrs.get(AT_COMP_DIR, ("",))[0])
+        stmt_list = tattrs.get(AT_STMT_LIST, (None,))[0]
 
         files: list[str] = []
-        lp = di.line_program_for_CU(cu) if "DW_AT_stmt_list" in tattrs else None
+        lp = _line_program(di, cu, stmt_list) if stmt_list is not None else None
         if lp is not None:
             hdr = lp.header
             lversion = hdr["version"]
@@ -223,7 +216,7 @@ def _add_dwarf(builder, sections, little, addr_size, arch, min_valid_addr, progr
         for rec in records:
             attrs = rec.attrs
             if rec.tag == dw.TAG_SUBPROGRAM:
-                subprograms[rec.offset] = {k: attrs[k][0] for k in NAME_ATTRS if k in attrs}
+                subprograms[rec.offset] = attrs
                 ranges = [r for r in dw.die_ranges(ctx, attrs) if valid(r[0])]
                 if ranges:
                     functions.append((rec.offset, ranges))
@@ -274,12 +267,20 @@ def _find(subprograms: dict[int, dict], off: int, keys: tuple[int, ...]) -> str 
         seen.add(cur)
         attrs = subprograms[cur]
         for k in keys:
-            if k in attrs and isinstance(attrs[k], str):
-                return attrs[k]
+            if k in attrs and isinstance(attrs[k][0], str):
+                return attrs[k][0]
         for ref in (dw.AT_ABSTRACT_ORIGIN, dw.AT_SPECIFICATION):
             if ref in attrs:
-                todo.append(attrs[ref])
+                todo.append(attrs[ref][0])
     return None
+
+
+def _line_program(di, cu, stmt_list: int):
+    """The unit's line program (header parsed by pyelftools) without re-parsing the unit DIE."""
+    parse = getattr(di, "_parse_line_program_at_offset", None)
+    if parse is not None:
+        return parse(stmt_list, cu.structs)
+    return di.line_program_for_CU(cu)  # older/newer pyelftools without the private helper
 
 
 def _map_file(file_ids: list[int], index: int) -> int:

@@ -111,8 +111,19 @@ def fixed_size(form: int, addr_size: int, offset_size: int, version: int) -> int
 class Abbrev:
     tag: int
     children: bool
-    # plan: tuple of steps; an int = skip that many bytes, a tuple (attr, form, implicit) = read or skip
+    # plan: tuple of steps; an int = skip that many bytes, a tuple (attr, form, implicit, size, kind) = read
+    # or skip (attr -1). kind 1: plain integer of `size` bytes, 2: CU-relative reference, 3: strx of `size`
+    # bytes, 4: addrx of `size` bytes, 0: anything else (read_value).
     plan: tuple
+    fixed: int | None = None  # total size when every attribute is skipped and fixed-size (one step)
+    wanted: bool = False
+    specs: tuple = ()  # every (attr, form, implicit) in order, for the unit DIE reader
+
+
+ULEB_FORMS = {F_UDATA, F_REF_UDATA, F_SDATA, F_STRX, F_ADDRX, F_RNGLISTX, F_LOCLISTX, F_GNU_ADDR_INDEX,
+              F_GNU_STR_INDEX}  # fmt: skip
+PLAIN_INT_FORMS = {F_DATA1, F_DATA2, F_DATA4, F_DATA8, F_SEC_OFFSET, F_ADDR, F_FLAG}
+REF_FORMS = {F_REF1, F_REF2, F_REF4, F_REF8}
 
 
 def parse_abbrevs(data: bytes, offset: int, addr_size: int, offset_size: int, version: int) -> dict[int, Abbrev]:
@@ -127,6 +138,7 @@ def parse_abbrevs(data: bytes, offset: int, addr_size: int, offset_size: int, ve
         pos += 1
         wanted = WANTED.get(tag, ())
         plan: list = []
+        specs: list = []
         skip = 0
         while True:
             attr, pos = uleb(data, pos)
@@ -136,6 +148,7 @@ def parse_abbrevs(data: bytes, offset: int, addr_size: int, offset_size: int, ve
             implicit = 0
             if form == F_IMPLICIT_CONST:
                 implicit, pos = sleb(data, pos)
+            specs.append((attr, form, implicit))
             size = fixed_size(form, addr_size, offset_size, version)
             if attr not in wanted and size is not None:
                 skip += size
@@ -143,10 +156,30 @@ def parse_abbrevs(data: bytes, offset: int, addr_size: int, offset_size: int, ve
             if skip:
                 plan.append(skip)
                 skip = 0
-            plan.append((attr if attr in wanted else -1, form, implicit))
+            kind = 0
+            if attr not in wanted:
+                if form in ULEB_FORMS:
+                    kind = -1
+                elif form in (F_BLOCK, F_EXPRLOC):
+                    kind = -2
+                elif form == F_STRING:
+                    kind = -3
+            elif size is not None:
+                if form in PLAIN_INT_FORMS:
+                    kind = 1
+                elif form in REF_FORMS:
+                    kind = 2
+                elif F_STRX1 <= form <= F_STRX4:
+                    kind = 3
+                elif F_ADDRX1 <= form <= F_ADDRX4:
+                    kind = 4
+            plan.append((attr if attr in wanted else -1, form, implicit, size or 0, kind))
         if skip:
             plan.append(skip)
-        table[code] = Abbrev(tag, children, tuple(plan))
+        fixed = None
+        if not wanted:
+            fixed = plan[0] if len(plan) == 1 and isinstance(plan[0], int) else (0 if not plan else None)
+        table[code] = Abbrev(tag, children, tuple(plan), fixed, bool(wanted), tuple(specs))
 
 
 @dataclass
@@ -165,20 +198,30 @@ class UnitContext:
     rnglists_base: int = 0
     base_address: int = 0
 
+    def __post_init__(self) -> None:
+        self._addr = self.sections.get("debug_addr") or b""
+        self._str_offsets = self.sections.get("debug_str_offsets") or b""
+        self._str = self.sections.get("debug_str") or b""
+        self._order = "little" if self.little else "big"
+
     def read_addr_index(self, index: int) -> int:
-        raw = self.sections.get("debug_addr") or b""
+        raw = self._addr
         at = self.addr_base + index * self.addr_size
         if at + self.addr_size > len(raw):
             raise DwarfFormatError(f"address index {index} outside .debug_addr")
         return int.from_bytes(raw[at : at + self.addr_size], "little" if self.little else "big")
 
     def read_str_index(self, index: int) -> str:
-        raw = self.sections.get("debug_str_offsets") or b""
+        raw = self._str_offsets
         at = self.str_offsets_base + index * self.offset_size
         if at + self.offset_size > len(raw):
             raise DwarfFormatError(f"string index {index} outside .debug_str_offsets")
-        off = int.from_bytes(raw[at : at + self.offset_size], "little" if self.little else "big")
-        return cstr(self.sections.get("debug_str") or b"", off)
+        off = int.from_bytes(raw[at : at + self.offset_size], self._order)
+        strs = self._str
+        end = strs.find(b"\0", off)
+        if end < 0:
+            raise DwarfFormatError(f"string offset {off:#x} outside .debug_str")
+        return strs[off:end].decode("utf-8", "replace")
 
 
 def cstr(data: bytes, off: int) -> str:
@@ -277,8 +320,21 @@ class DieRecord:
 
 
 def walk_unit(ctx: UnitContext, abbrevs: dict[int, Abbrev], start: int, end: int) -> list[DieRecord]:
-    """Every subprogram and inlined_subroutine DIE of one unit, with their nesting."""
+    """Every subprogram and inlined_subroutine DIE of one unit, with their nesting.
+
+    The hot loop of a cold index: abbreviations whose attributes are all skipped and fixed-size
+    advance in one step, and the common forms of wanted attributes are decoded inline.
+    """
     data = ctx.info
+    order = "little" if ctx.little else "big"
+    unit_offset = ctx.unit_offset
+    read_str_index = ctx.read_str_index
+    read_addr_index = ctx.read_addr_index
+    from_bytes = int.from_bytes
+    table: list[Abbrev | None] = [None] * (max(abbrevs, default=0) + 1)
+    for code, ab in abbrevs.items():
+        table[code] = ab
+    ntable = len(table)
     out: list[DieRecord] = []
     stack: list[tuple[int, int, int]] = []  # (function offset, inline depth, inline DIE offset) per open parent
     cur_func, cur_depth, cur_inl = -1, 0, -1
@@ -296,47 +352,124 @@ def walk_unit(ctx: UnitContext, abbrevs: dict[int, Abbrev], start: int, end: int
                 if stack:
                     cur_func, cur_depth, cur_inl = stack.pop()
                 continue
-            ab = abbrevs.get(code)
+            ab = table[code] if code < ntable else None
             if ab is None:
                 raise DwarfFormatError(f"DIE at {die_off:#x} uses unknown abbreviation {code}")
+            if not ab.wanted:
+                fixed = ab.fixed
+                if fixed is not None:
+                    pos += fixed
+                else:
+                    for step in ab.plan:
+                        if step.__class__ is int:
+                            pos += step
+                            continue
+                        kind = step[4]
+                        if kind == -1:
+                            while data[pos] & 0x80:
+                                pos += 1
+                            pos += 1
+                        elif kind == -2:
+                            n, pos = uleb(data, pos)
+                            pos += n
+                        elif kind == -3:
+                            pos = data.index(b"\0", pos) + 1
+                        else:
+                            pos = skip_value(ctx, step[1], pos)
+                if ab.children:
+                    stack.append((cur_func, cur_depth, cur_inl))
+                continue
             tag = ab.tag
-            if tag in WANTED:
-                attrs: dict = {}
-                for step in ab.plan:
-                    if step.__class__ is int:
-                        pos += step
-                        continue
-                    attr, form, implicit = step
-                    if attr < 0:
-                        pos = skip_value(ctx, form, pos)
-                    else:
-                        value, pos = read_value(ctx, form, implicit, pos)
-                        attrs[attr] = (value, form)
-                if tag == TAG_SUBPROGRAM:
-                    rec = DieRecord(die_off, tag, die_off, 0, attrs)
-                    out.append(rec)
-                    new_func, new_depth, new_inl = die_off, 0, -1
-                elif tag == TAG_INLINED:
-                    rec = DieRecord(die_off, tag, cur_func, cur_depth + 1, attrs, cur_inl)
-                    out.append(rec)
-                    new_func, new_depth, new_inl = cur_func, cur_depth + 1, die_off
-                else:  # the unit DIE: its low_pc is the base address of its range lists
-                    low = attrs.get(AT_LOW_PC)
-                    if low is not None:
-                        ctx.base_address = low[0]
-                    new_func, new_depth, new_inl = cur_func, cur_depth, cur_inl
-            else:
-                for step in ab.plan:
-                    if step.__class__ is int:
-                        pos += step
-                    else:
-                        pos = skip_value(ctx, step[1], pos)
+            attrs: dict = {}
+            for step in ab.plan:
+                if step.__class__ is int:
+                    pos += step
+                    continue
+                attr, form, implicit, size, kind = step
+                if kind == 1:
+                    value = from_bytes(data[pos : pos + size], order)
+                    pos += size
+                elif kind == 2:
+                    value = from_bytes(data[pos : pos + size], order) + unit_offset
+                    pos += size
+                elif kind == 3:
+                    value = read_str_index(from_bytes(data[pos : pos + size], order))
+                    pos += size
+                elif kind == 4:
+                    value = read_addr_index(from_bytes(data[pos : pos + size], order))
+                    pos += size
+                elif kind == -1:
+                    while data[pos] & 0x80:
+                        pos += 1
+                    pos += 1
+                    continue
+                elif kind == -2:
+                    n, pos = uleb(data, pos)
+                    pos += n
+                    continue
+                elif attr < 0:
+                    pos = skip_value(ctx, form, pos)
+                    continue
+                else:
+                    value, pos = read_value(ctx, form, implicit, pos)
+                attrs[attr] = (value, form)
+            if tag == TAG_SUBPROGRAM:
+                out.append(DieRecord(die_off, tag, die_off, 0, attrs))
+                new_func, new_depth, new_inl = die_off, 0, -1
+            elif tag == TAG_INLINED:
+                out.append(DieRecord(die_off, tag, cur_func, cur_depth + 1, attrs, cur_inl))
+                new_func, new_depth, new_inl = cur_func, cur_depth + 1, die_off
+            else:  # the unit DIE: its low_pc is the base address of its range lists
+                low = attrs.get(AT_LOW_PC)
+                if low is not None:
+                    ctx.base_address = low[0]
                 new_func, new_depth, new_inl = cur_func, cur_depth, cur_inl
             if ab.children:
                 stack.append((cur_func, cur_depth, cur_inl))
                 cur_func, cur_depth, cur_inl = new_func, new_depth, new_inl
     except IndexError as exc:
         raise DwarfFormatError(f"unit at {ctx.unit_offset:#x} runs past the end of .debug_info") from exc
+    return out
+
+
+STRX_FORMS = {F_STRX, F_STRX1, F_STRX2, F_STRX3, F_STRX4, F_GNU_STR_INDEX}
+ADDRX_FORMS = {F_ADDRX, F_ADDRX1, F_ADDRX2, F_ADDRX3, F_ADDRX4, F_GNU_ADDR_INDEX}
+
+
+def read_unit_die(ctx: UnitContext, abbrevs: dict[int, Abbrev], pos: int) -> dict[int, tuple[object, int]]:
+    """Attributes of the unit DIE. String and address indices are resolved only after the
+    DW_AT_*_base attributes (which may come later in the same DIE) have been read into `ctx`."""
+    data = ctx.info
+    code, pos = uleb(data, pos)
+    ab = abbrevs.get(code)
+    if ab is None:
+        raise DwarfFormatError(f"unit DIE at {pos:#x} uses unknown abbreviation {code}")
+    raw: dict[int, tuple[object, int]] = {}
+    for attr, form, implicit in ab.specs:
+        if form in STRX_FORMS or form in ADDRX_FORMS:
+            if form in (F_STRX, F_ADDRX, F_GNU_STR_INDEX, F_GNU_ADDR_INDEX):
+                value, pos = uleb(data, pos)
+            else:
+                n = (form - F_STRX1 + 1) if form in STRX_FORMS else (form - F_ADDRX1 + 1)
+                value = int.from_bytes(data[pos : pos + n], "little" if ctx.little else "big")
+                pos += n
+            raw[attr] = (("index", value), form)
+        else:
+            value, pos = read_value(ctx, form, implicit, pos)
+            raw[attr] = (value, form)
+    if 0x72 in raw:  # DW_AT_str_offsets_base
+        ctx.str_offsets_base = raw[0x72][0]
+    if 0x73 in raw:  # DW_AT_addr_base
+        ctx.addr_base = raw[0x73][0]
+    elif 0x2134 in raw:  # DW_AT_GNU_addr_base
+        ctx.addr_base = raw[0x2134][0]
+    if 0x74 in raw:  # DW_AT_rnglists_base
+        ctx.rnglists_base = raw[0x74][0]
+    out = {}
+    for attr, (value, form) in raw.items():
+        if isinstance(value, tuple):
+            value = ctx.read_str_index(value[1]) if form in STRX_FORMS else ctx.read_addr_index(value[1])
+        out[attr] = (value, form)
     return out
 
 

@@ -148,9 +148,15 @@ def file_kind(data: bytes) -> str | None:
 
 
 def read_file(path: str) -> bytes:
+    """The file's bytes, memory-mapped: a warm lookup touches only the headers of a 50 MB binary."""
+    import mmap
+
     try:
         with open(path, "rb") as fh:
-            return fh.read()
+            try:
+                return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)  # type: ignore[return-value]
+            except (ValueError, OSError):  # empty files and special files cannot be mapped
+                return fh.read()
     except OSError as exc:
         raise DiagError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
@@ -202,7 +208,9 @@ def _parse_elf(path: str, data: bytes) -> ElfImage:
         if e_shstrndx < len(raw_secs):
             str_off = raw_secs[e_shstrndx][4]
             for sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size in raw_secs:
-                end = data.index(b"\0", str_off + sh_name)
+                end = data.find(b"\0", str_off + sh_name)
+                if end < 0:
+                    raise ValueError("section name outside the string table")
                 name = data[str_off + sh_name : end].decode("ascii", "replace")
                 if sh_type != SHT_NOBITS and sh_offset + sh_size > len(data):
                     raise ValueError(f"section {name} extends past the end of the file")

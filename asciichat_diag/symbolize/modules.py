@@ -20,6 +20,7 @@ class Module:
     def __init__(self, name: str, path: str, locator: Locator, arch: str | None = None) -> None:
         self.name = os.path.basename(name)
         self.path = path
+        self.real = os.path.realpath(path)
         data = elfio.read_file(path)
         kind = elfio.file_kind(data)
         if kind == "elf":

@@ -71,6 +71,7 @@ class Resolver:
         self.reports: dict[str, ModuleReport] = {}
         self.notes: list[str] = []
         self.explicit: set[str] = set()
+        self._memo: dict[tuple[str, str | None], Module | None] = {}
         for p in [*opts.locator.libs, *([opts.locator.exe] if opts.locator.exe else [])]:
             mod = self._load(p, p)  # explicit files must exist and be ELF/Mach-O: errors are exit 2
             if mod is not None:
@@ -86,6 +87,12 @@ class Resolver:
         return mod
 
     def module_for(self, name: str, build_id: str | None = None) -> Module | None:
+        key = (name, build_id)
+        if key not in self._memo:
+            self._memo[key] = self._module_for(name, build_id)
+        return self._memo[key]
+
+    def _module_for(self, name: str, build_id: str | None) -> Module | None:
         path = self.opts.locator.find_binary(name, build_id)
         if path is None:
             return None
@@ -236,7 +243,7 @@ class Resolver:
         loose: list[_Work] = []
         for w in pending:
             if w.module is not None:
-                named[os.path.realpath(w.module.path)].append(w)
+                named[w.module.real].append(w)
             else:
                 loose.append(w)
         guesses: dict[str, biasmod.BiasGuess | None] = {}
@@ -256,7 +263,7 @@ class Resolver:
                 w.vaddr = w.frame.address - guess.bias
         if not loose:
             return
-        candidates = [m for m in self.by_path.values() if m is not None and os.path.realpath(m.path) in self.explicit]
+        candidates = [m for m in self.by_path.values() if m is not None and m.real in self.explicit]
         if not candidates:
             for w in loose:
                 if w.frame.function:
@@ -266,7 +273,7 @@ class Resolver:
         per_mod: list[tuple[Module, biasmod.BiasGuess]] = []
         addrs = [w.frame.address for w in loose if w.frame.return_address]
         for mod in candidates:
-            real = os.path.realpath(mod.path)
+            real = mod.real
             guess = guesses.get(real) or (
                 biasmod.BiasGuess(mod.bias, 0, 0, 0, "maps", frozenset()) if mod.bias is not None else None
             )
@@ -411,7 +418,7 @@ class Resolver:
                 continue
             others = []
             for m in images:
-                if m is w.module or os.path.realpath(m.path) == os.path.realpath(w.module.path):
+                if m is w.module or m.real == w.module.real:
                     continue
                 idx = self.index_of(m)
                 if name not in idx.defined_functions():
@@ -430,7 +437,7 @@ class Resolver:
                 w.conflict = [mine, *others]
 
     def _project_image(self, m: Module) -> bool:
-        real = os.path.realpath(m.path)
+        real = m.real
         if real in self.explicit:
             return True
         return not real.startswith(SYSTEM_DIRS) and not m.path.startswith(SYSTEM_DIRS)
