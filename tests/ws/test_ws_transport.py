@@ -491,3 +491,60 @@ async def test_shutdown_is_quick_even_with_peers_that_never_answer(ws_factory, r
         close = await client.wait_closed()
         assert close is None or close.code == 1001
         client.abort()
+
+
+async def test_a_late_event_loop_does_not_blame_the_peer(ws_factory, make_packet) -> None:
+    """The peer's next fragment arrives in time, but our loop is busy until after the deadline.
+
+    Two blocking callbacks straddle the deadline so the gap check runs in the same loop pass as
+    the second one, after the bytes reached the socket but before the loop read them.
+    """
+    import socket
+    import threading
+
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Request
+
+    server = await ws_factory(reassembly_timeout_s=0.5)
+    loop = asyncio.get_running_loop()
+    frame = make_packet(IMAGE_FRAME, os.urandom(8192))
+    send_second_at: list[float] = []
+    first_sent = threading.Event()
+    result: list[bytes] = []
+
+    def peer() -> None:
+        conn = WSConnection(ConnectionType.CLIENT)
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(conn.send(Request(host="x", target="/", subprotocols=["acip"])))
+            while not any(
+                isinstance(e, AcceptConnection) for e in (conn.receive_data(sock.recv(65536)) or conn.events())
+            ):
+                pass
+            sock.sendall(conn.send(BytesMessage(data=frame[:4096], message_finished=False)))
+            first_sent.set()
+            while not send_second_at:
+                time.sleep(0.001)
+            time.sleep(max(0.0, send_second_at[0] - time.monotonic()))
+            sock.sendall(conn.send(BytesMessage(data=frame[4096:], message_finished=True)))
+            sock.settimeout(5)
+            data = bytearray()
+            while len(data) < len(frame):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            result.append(bytes(data))
+
+    thread = threading.Thread(target=peer)
+    thread.start()
+    await asyncio.to_thread(first_sent.wait, 5)
+    await server.wait_for(lambda: any(link._ws.watchdog.scanner.in_message for link in server.listener.links))
+    (link,) = server.listener.links
+    deadline = link._ws.watchdog._last_progress + 0.5
+    assert loop.time() < deadline - 0.15, "too slow to set the scene"
+    send_second_at.append(deadline + 0.1)  # loop.time() is time.monotonic()
+    loop.call_at(deadline - 0.1, time.sleep, 0.15)  # busy across the deadline
+    loop.call_at(deadline - 0.05, time.sleep, 0.2)  # runs in the check's pass; the bytes land meanwhile
+    await asyncio.to_thread(thread.join, 10)
+    assert server.metrics.reassembly_timeouts == 0
+    assert result and frame in result[0]
