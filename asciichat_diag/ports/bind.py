@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from asciichat_diag.ports.gather import _record, build_entries, collect_sockets, ephemeral_range
+from asciichat_diag.ports.gather import build_entries, collect_sockets, ephemeral_range, record_of
 from asciichat_diag.ports.model import (
     PROBLEM,
     WARNING,
@@ -341,7 +341,7 @@ def _make_time_wait(host: str, port: int, reuse: bool) -> None:
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         raw, _ = collect_sockets(port)
-        states = {_record(r).state for r in raw if _record(r).local_port == port}
+        states = {record_of(r).state for r in raw if record_of(r).local_port == port}
         if "TIME_WAIT" in states:
             return
         time.sleep(0.01)

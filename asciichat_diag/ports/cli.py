@@ -135,6 +135,16 @@ def ports(
             return EXIT_OK if all(r.ok for r in reports) else EXIT_PROBLEM
         return EXIT_OK if reports and all(r.ok for r in reports) else EXIT_PROBLEM
 
+    from asciichat_diag.ports.sockdiag import SockDiagUnavailable
+
+    unguarded = gather
+
+    def gather():
+        try:
+            return unguarded()
+        except SockDiagUnavailable as exc:
+            raise DiagError(f"--backend sock_diag: {exc}; use --backend psutil", EXIT_USAGE) from exc
+
     if as_json:
         import sys
 

@@ -104,7 +104,8 @@ def _collect_psutil(port: int | None, listening_only: bool) -> list[PsutilSocket
     return out
 
 
-def _record(r) -> DiagSocket:
+def record_of(r: DiagSocket | PsutilSocket) -> DiagSocket:
+    """The DiagSocket inside a raw record from either source."""
     return r.rec if isinstance(r, PsutilSocket) else r
 
 
@@ -454,7 +455,10 @@ def analyse(port: int, entries: list[SocketEntry], source: str, scan: InodeScan 
         )
     tw = states["TIME_WAIT"]
     if tw.count:
-        left = f", {tw.time_left_max_s:.0f} s left at most" if tw.time_left_max_s is not None else ""
+        if tw.time_left_max_s is not None:
+            left = f", {tw.time_left_max_s:.0f} s left at most"
+        else:  # psutil has no timers; Linux holds TIME_WAIT for a fixed TCP_TIMEWAIT_LEN
+            left = f", up to {TIME_WAIT_LEN_S:.0f} s each"
         findings.append(
             Finding(
                 INFO,
@@ -577,11 +581,11 @@ def gather_all(
     started = time.perf_counter()
     # one dump and one /proc walk for every port, then split by port
     raw, source = collect_sockets(None, backend=backend)
-    ports = sorted({_record(r).local_port for r in raw if _record(r).state == "LISTEN"})
+    ports = sorted({record_of(r).local_port for r in raw if record_of(r).state == "LISTEN"})
     if not ports:
         return []
     wanted = set(ports)
-    relevant = [r for r in raw if _record(r).local_port in wanted or _record(r).remote_port in wanted]
+    relevant = [r for r in raw if record_of(r).local_port in wanted or record_of(r).remote_port in wanted]
     entries_all, scan = build_entries(relevant, source, None)
     by_port: dict[int, list[SocketEntry]] = {p: [] for p in ports}
     for e in entries_all:
