@@ -103,11 +103,18 @@ def ports(
     if watch and as_json:
         raise DiagError("--watch and --json do not mix: use --json in a loop instead", EXIT_USAGE)
     from asciichat_diag.ports.gather import DEFAULT_EXPECT, gather_all, gather_port
+    from asciichat_diag.ports.sockdiag import SockDiagUnavailable
 
     expected = [] if any_owner else list(expect or DEFAULT_EXPECT)
     do_probe = (not all_ports) if probe is None else probe
 
     def gather():
+        try:
+            return _gather()
+        except SockDiagUnavailable as exc:
+            raise DiagError(f"--backend sock_diag: {exc}; use --backend psutil", EXIT_USAGE) from exc
+
+    def _gather():
         if all_ports:
             return gather_all(
                 expect=list(expect) if expect and not any_owner else None,
@@ -134,16 +141,6 @@ def ports(
         if all_ports:
             return EXIT_OK if all(r.ok for r in reports) else EXIT_PROBLEM
         return EXIT_OK if reports and all(r.ok for r in reports) else EXIT_PROBLEM
-
-    from asciichat_diag.ports.sockdiag import SockDiagUnavailable
-
-    unguarded = gather
-
-    def gather():
-        try:
-            return unguarded()
-        except SockDiagUnavailable as exc:
-            raise DiagError(f"--backend sock_diag: {exc}; use --backend psutil", EXIT_USAGE) from exc
 
     if as_json:
         import sys
