@@ -417,9 +417,10 @@ def build_macho_index(img, dsym, progress: ProgressFn | None = None) -> SymbolIn
         add_dwarf(builder, dwarf_src.dwarf_sections(), True, 8, arch, min_valid, dwarf_src.path, progress)
     sym_src = img if img.symtab is not None else dsym
     if sym_src is not None:
-        for name, start, end in sym_src.function_symbols():
+        for name, start, end, external in sym_src.function_symbols():
             builder.add_symbol(demangle(name), start, end)
-            builder.defined.add(demangle(name))
+            if external:
+                builder.defined.add(demangle(name))
     meta = {"format": "macho", "has_dwarf": dwarf_src is not None, "path": img.path,
             "debug_path": dsym.path if dsym is not None else None}  # fmt: skip
     return builder.freeze(meta)

@@ -18,7 +18,7 @@ from asciichat_diag.symbolize.elfio import Segment
 CPU_X86_64 = 0x01000007
 CPU_ARM64 = 0x0100000C
 VM_PROT_EXECUTE = 4
-N_STAB, N_TYPE, N_SECT = 0xE0, 0x0E, 0x0E
+N_STAB, N_TYPE, N_SECT, N_EXT = 0xE0, 0x0E, 0x0E, 0x01
 
 
 @dataclass
@@ -87,8 +87,8 @@ class MachoImage:
             out[key] = self.data[self.slice_offset + off : self.slice_offset + off + size]
         return out
 
-    def function_symbols(self) -> list[tuple[str, int, int]]:
-        """(name without the leading underscore, start, end) of symbols in __TEXT,__text."""
+    def function_symbols(self) -> list[tuple[str, int, int, bool]]:
+        """(name without the leading underscore, start, end, external) of symbols in __TEXT,__text."""
         if self.symtab is None:
             return []
         symoff, nsyms, stroff, strsize = self.symtab
@@ -115,7 +115,7 @@ class MachoImage:
             nxt = next((v for v in values[i + 1 :] if v > start), end_of_text)
             end = strtab.find(b"\0", int(rec["strx"]))
             name = strtab[int(rec["strx"]) : end].decode("utf-8", "replace")
-            out.append((name[1:] if name.startswith("_") else name, start, nxt))
+            out.append((name[1:] if name.startswith("_") else name, start, nxt, bool(int(rec["type"]) & N_EXT)))
         return out
 
 

@@ -302,3 +302,27 @@ def test_sanitizer_report_real(tmp_path, empty_debug_dir):
     assert bad["lookup_address"] == bad["module_offset"]
     assert bad["line"] == 1
     assert bad["file"].endswith("asan.c")
+
+
+def test_ambiguous_owner_is_a_conflict(builds, tmp_path, empty_debug_dir):
+    """Bare addresses with two images that both fit (two copies of one library): [CONFLICT!], both named."""
+    b = builds["lld"]
+    twin = tmp_path / "libtwin.so"
+    twin.write_bytes(b.lib.read_bytes())
+    trace = b.outputs["trace"]
+    ref = run_json([write(tmp_path, "t.txt", trace), "--debug-dir", str(empty_debug_dir)])[1]["frames"]
+    lib_lines = [
+        line.split("] ", 1)[0] + "] " + f["address"]
+        for f, line in zip(ref, [x for x in trace.splitlines() if re.match(r"^\s+\[\d+\] 0x", x)])
+        if f["module"] == "libasciichat.so"
+    ]
+    code, data = run_json([write(tmp_path, "a.txt", "\n".join(lib_lines)), "--lib", str(b.lib), "--lib", str(twin),
+                           "--debug-dir", str(empty_debug_dir)])  # fmt: skip
+    assert code == 0
+    for f in data["frames"]:
+        assert {c["module"] for c in f["conflict"]} == {"libasciichat.so", "libtwin.so"}
+        assert len({c["function"] for c in f["conflict"]}) == 1
+    out = run([write(tmp_path, "a2.txt", "\n".join(lib_lines)), "--lib", str(b.lib), "--lib", str(twin),
+               "--debug-dir", str(empty_debug_dir)])[1]  # fmt: skip
+    assert out.count("[CONFLICT!]") == len(lib_lines)
+    assert "owning module is ambiguous" in out
