@@ -33,103 +33,55 @@ class InodeScan:
     scanned_pids: int
 
 
-# Above this many descriptors on the host the readlinks are spread over threads: readlink()
-# releases the GIL and the kernel work per call dominates (10,000 fds ~ 50-100 ms on one core).
-PARALLEL_FDS = 4000
-SCAN_THREADS = max(2, min(4, os.cpu_count() or 2))
-BIG_PROCESS_FDS = 512  # processes with fewer fds are read at once and their directory closed
-
-
-def _readlink_chunk(work: list[tuple[int, int, list[str]]], wanted: set[int] | None) -> list[tuple[int, int, int]]:
-    """(inode, pid, fd) for every socket among the given descriptors."""
-    found = []
+def _sockets_in(pid: int, dir_fd: int, names: list[str], wanted: set[int] | None, found: list) -> None:
+    """Append (inode, pid, fd) for every socket among a process's descriptors."""
     readlink = os.readlink
-    for pid, dir_fd, names in work:
-        for name in names:
-            try:
-                target = readlink(name, dir_fd=dir_fd)
-            except OSError:
-                continue  # fd closed while we looked
-            if target.startswith("socket:["):
-                inode = int(target[8:-1])
-                if wanted is None or inode in wanted:
-                    found.append((inode, pid, int(name)))
-    return found
+    append = found.append
+    for name in names:
+        try:
+            target = readlink(name, dir_fd=dir_fd)  # relative to the open fd/ directory: no path walk
+        except OSError:
+            continue  # fd closed while we looked
+        if target.startswith("socket:["):
+            inode = int(target[8:-1])
+            if wanted is None or inode in wanted:
+                append((inode, pid, int(name)))
 
 
 def scan_socket_inodes(wanted: set[int] | None = None, proc: str = "/proc") -> InodeScan:
     """Map socket inodes to (pid, fd) pairs; only inodes in `wanted` when given.
 
     Every process must be visited even after all inodes are found: the same inode held by two
-    processes is how an inherited listening descriptor shows itself.
+    processes is how an inherited listening descriptor shows itself. (Threads were tried for
+    hosts with 10,000s of descriptors: readlink() is too short a syscall for them to pay off.)
     """
     unreadable = 0
+    scanned = 0
     flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
     try:
         entries = os.listdir(proc)
     except OSError:
         return InodeScan({}, 0, 0)
-    big: list[tuple[int, int, list[str]]] = []  # processes with many fds, kept open for the threads
     found: list[tuple[int, int, int]] = []
-    total_big = 0
-    scanned = 0
-    try:
-        for entry in entries:
-            if not entry.isdigit():
-                continue
-            try:
-                dir_fd = os.open(f"{proc}/{entry}/fd", flags)
-            except OSError:
-                unreadable += 1
-                continue
-            scanned += 1
-            try:
-                names = os.listdir(dir_fd)
-            except OSError:
-                os.close(dir_fd)
-                unreadable += 1
-                continue
-            if len(names) >= BIG_PROCESS_FDS:
-                big.append((int(entry), dir_fd, names))
-                total_big += len(names)
-                continue
-            try:
-                found += _readlink_chunk([(int(entry), dir_fd, names)], wanted)
-            finally:
-                os.close(dir_fd)
-        if total_big < PARALLEL_FDS:
-            found += _readlink_chunk(big, wanted)
-        else:
-            found += _scan_parallel(big, total_big, wanted)
-    finally:
-        for _pid, dir_fd, _names in big:
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            dir_fd = os.open(f"{proc}/{entry}/fd", flags)
+        except OSError:
+            unreadable += 1
+            continue
+        scanned += 1
+        try:
+            _sockets_in(int(entry), dir_fd, os.listdir(dir_fd), wanted, found)
+        except OSError:
+            unreadable += 1
+        finally:
             os.close(dir_fd)
     holders: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for inode, pid, fd in found:
         holders[inode].append((pid, fd))
     return InodeScan(dict(holders), unreadable, scanned)
-
-
-def _scan_parallel(work: list[tuple[int, int, list[str]]], total: int, wanted: set[int] | None):
-    from concurrent.futures import ThreadPoolExecutor
-
-    # cut the descriptor lists into roughly equal chunks; one big server process gets split too
-    size = total // SCAN_THREADS + 1
-    chunks: list[list[tuple[int, int, list[str]]]] = [[]]
-    filled = 0
-    for pid, dir_fd, names in work:
-        start = 0
-        while start < len(names):
-            take = min(size - filled, len(names) - start)
-            chunks[-1].append((pid, dir_fd, names[start : start + take]))
-            filled += take
-            start += take
-            if filled >= size:
-                chunks.append([])
-                filled = 0
-    with ThreadPoolExecutor(max_workers=SCAN_THREADS) as pool:
-        results = pool.map(_readlink_chunk, chunks, [wanted] * len(chunks))
-        return [item for part in results for item in part]
 
 
 def describe_process(pid: int) -> ProcessInfo:
