@@ -214,3 +214,27 @@ def test_outgoing_connection_that_set_reuseaddr_does_not_block_a_reuseaddr_liste
     assert variant(report, "127.0.0.1", [REUSEADDR]).ok and report.ok
     assert "SO_REUSEADDR binds past" in report.explanation
     assert f"127.0.0.1:{port} -> 127.0.0.1:{server_port}" in report.explanation
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a listener another user cannot see")
+def test_blocker_of_another_user_says_rerun_as_root(net, port, sockets) -> None:
+    sockets.append(net.listener("127.0.0.1", port))
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop to nobody, then ask why the port cannot be bound
+        try:
+            os.close(read_fd)
+            for s in sockets:
+                s.close()  # the fork's copy; only root's process holds the listener now
+            os.setgid(65534)
+            os.setuid(65534)
+            report = run_bind(port, ["127.0.0.1"], 0, 0.1)
+            os.write(write_fd, json.dumps([report.ok, report.explanation]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as fh:
+        ok, explanation = json.loads(fh.read())
+    os.waitpid(pid, 0)
+    assert not ok
+    assert "uid 0" in explanation and f"sudo diag bind {port}" in explanation
