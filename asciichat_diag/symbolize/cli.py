@@ -100,8 +100,7 @@ def symbolize(
         indents = [f.indent for f in frames]
         numbers = _numbers(frames)
         render_text(result, make_console(color), indents, numbers)
-    problems = any(f.source is None or (f.note or "").startswith("re-check failed") for f in result.frames)
-    sys.exit(EXIT_PROBLEM if problems else EXIT_OK)
+    sys.exit(EXIT_OK if result.all_resolved else EXIT_PROBLEM)
 
 
 def _numbers(frames) -> list[int]:

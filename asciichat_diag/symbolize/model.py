@@ -103,4 +103,14 @@ class SymbolizeResult:
 
     @property
     def all_resolved(self) -> bool:
-        return all(f.source is not None for f in self.frames)
+        """Every frame has an answer (signal frames need none) and no re-check failed."""
+        for f in self.frames:
+            if f.note in BENIGN_NOTES:
+                continue
+            if f.source is None or (f.note or "").startswith(("re-check failed", "build-id mismatch")):
+                return False
+        return True
+
+
+# Frames that have no function of their own and are not failures.
+BENIGN_NOTES = frozenset({"signal trampoline", "signal handler frame"})

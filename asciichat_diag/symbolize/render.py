@@ -63,11 +63,19 @@ def frame_text(frame: ResolvedFrame, indent: str, number: int) -> list[Text]:
             head.append(f" (+{frame.module_offset})", STYLE_NOTE)
     elif frame.module_offset is not None:
         head.append(f"+{frame.module_offset}", STYLE_BAD)
+    elif frame.note == "signal handler frame":
+        head.append("<signal handler called>", STYLE_NOTE)
+    elif (frame.note or "").startswith("placeholder "):
+        head.append(frame.note.split()[1], STYLE_BAD)
     else:
         head.append("???", STYLE_BAD)
     if frame.conflict:
         head.append(_conflict(frame.conflict))
-    if frame.note and (frame.source is None or frame.note.startswith(("re-check", "owning"))):
+    if (
+        frame.note
+        and not frame.note.startswith(("placeholder ", "signal handler"))
+        and (frame.source is None or frame.note.startswith(("re-check", "owning")))
+    ):
         head.append(f"  <- {frame.note}", STYLE_NOTE)
     out = [head]
     for inl in frame.inlined:

@@ -190,6 +190,10 @@ class Resolver:
                 if w.module is None:
                     w.note = f"binary {f.module} not found (use --lib/--exe/--search-path)"
                     continue
+                if f.build_id and w.module.build_id and not _same_build_id(f.build_id, w.module.build_id):
+                    w.note = f"build-id mismatch: the trace says {f.build_id}, {w.module.path} is {w.module.build_id}"
+                    w.module = None
+                    continue
                 w.vaddr = w.module.to_vaddr_from_module_offset(f.module_offset)
                 self.reports.setdefault(
                     w.module.name, ModuleReport(w.module.name, w.module.path, None, "module-offset")
@@ -378,6 +382,8 @@ class Resolver:
             f = w.frame
             if w.chain or not f.function or (f.address is not None and w.module is not None):
                 continue
+            if (w.note or "").startswith("build-id mismatch"):
+                continue  # the binary here is not the one that ran: nothing to check against
             loc = [FrameLocation(fn, file, line, None) for fn, file, line in f.inlined]
             loc.append(FrameLocation(f.function, f.file, f.line, None))
             w.chain, w.source = loc, "input"
@@ -449,7 +455,7 @@ class Resolver:
         phys = locs[-1] if locs else FrameLocation(None, None, None, None)
         note = w.note
         if f.placeholder and not note:
-            note = "signal handler frame" if f.signal_frame else "placeholder in the input"
+            note = "signal handler frame" if f.signal_frame else f"placeholder {f.placeholder} in the input"
         return ResolvedFrame(
             index=f.index,
             address=f"{f.address:#x}" if f.address is not None else None,
@@ -465,6 +471,12 @@ class Resolver:
             lookup_address=f"{w.lookup:#x}" if w.lookup is not None else None,
             note=note,
         )
+
+
+def _same_build_id(printed: str, actual: str) -> bool:
+    # Sanitizers print the whole note; some tools print a prefix. Either way the shorter is a prefix.
+    a, b = printed.lower(), actual.lower()
+    return a.startswith(b) or b.startswith(a)
 
 
 def _same_file(dwarf_path: str, printed: str) -> bool:

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from asciichat_diag.cli import main
+from asciichat_diag.symbolize.build import build_elf_index
 from asciichat_diag.symbolize.elfio import parse_elf
 from asciichat_diag.symbolize.parse import parse_text
 
@@ -326,3 +327,26 @@ def test_ambiguous_owner_is_a_conflict(builds, tmp_path, empty_debug_dir):
                "--debug-dir", str(empty_debug_dir)])[1]  # fmt: skip
     assert out.count("[CONFLICT!]") == len(lib_lines)
     assert "owning module is ambiguous" in out
+
+
+def test_build_id_mismatch_is_reported(builds, tmp_path, empty_debug_dir):
+    b = builds["lld"]
+    real = parse_elf(str(b.lib)).build_id
+    assert real
+    wrong = "00" * (len(real) // 2)
+    off = build_elf_index(parse_elf(str(b.lib)), None).symbol_address("frame_encode") + 2
+    good = f"    #0 0x7f0000001234 in x ({b.lib}+{off:#x}) (BuildId: {real})\n"
+    bad = f"    #0 0x7f0000001234 in x ({b.lib}+{off:#x}) (BuildId: {wrong})\n"
+    code, data = run_json([write(tmp_path, "g.txt", good), "--debug-dir", str(empty_debug_dir)])
+    assert code == 0 and data["frames"][0]["source"] in ("dwarf", "symtab")
+    code, data = run_json([write(tmp_path, "b.txt", bad), "--debug-dir", str(empty_debug_dir)])
+    assert code == 1 and data["frames"][0]["note"].startswith("build-id mismatch")
+
+
+def test_placeholders_and_signal_frames(tmp_path):
+    text = "  [0] [NULL]\n  [1] ???\n#0  f () at a.c:1\n#1  <signal handler called>\n"
+    code, out, _ = run([write(tmp_path, "p.txt", text)])
+    assert code == 1  # [NULL] and ??? are frames nobody can resolve
+    assert "  [0] [NULL]" in out and "  [1] ???" in out and "[1] <signal handler called>" in out
+    code, out, _ = run([write(tmp_path, "q.txt", "#0  f () at a.c:1\n#1  <signal handler called>\n")])
+    assert code == 0  # a signal frame is not a failure
