@@ -93,6 +93,11 @@ class Prefilter:
             # lower() must keep lengths so positions in the lowered text are positions in the text
             literals = lowered if all(len(a) == len(b) for a, b in zip(lowered, literals)) else None
         self.literals = literals
+        # Byte search: exact for case-sensitive literals; caseless only for ASCII literals
+        # (bytes.lower() folds ASCII only, keeping every offset).
+        self.literals_b: list[bytes] | None = None
+        if literals and (not caseless or all(x.isascii() for x in literals)):
+            self.literals_b = [x.encode() for x in literals]
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         literals = self.literals
@@ -112,6 +117,27 @@ class Prefilter:
             while pos >= 0:
                 yield pos, pos + size
                 pos = find(lit, pos + size)
+
+    def spans_bytes(self, data: bytes) -> list[tuple[int, int]] | None:
+        """Hits in raw UTF-8 bytes, or None when only the text search is exact for this block."""
+        literals = self.literals_b
+        if literals is None:
+            return None
+        haystack = data
+        if self.caseless:
+            # KELVIN SIGN and LONG S fold to ASCII k and s under Unicode caseless matching.
+            if not data.isascii() and (b"\xe2\x84\xaa" in data or b"\xc5\xbf" in data):
+                return None
+            haystack = data.lower()
+        out: list[tuple[int, int]] = []
+        find = haystack.find
+        for lit in literals:
+            size = len(lit)
+            pos = find(lit)
+            while pos >= 0:
+                out.append((pos, pos + size))
+                pos = find(lit, pos + size)
+        return out
 
     @property
     def sorted_output(self) -> bool:

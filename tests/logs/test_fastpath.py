@@ -113,3 +113,20 @@ def test_unsafe_patterns_skip_the_prefilter() -> None:
     for spec in ["/x/I", "/x/A2", "/(?<=a)b/", r"/\Ax/"]:
         assert block_prefilters(RecordFilter(), [parse_grep(spec)], False) == []
     assert block_prefilters(RecordFilter(), [parse_grep("/x/")], True) == []  # NDJSON: rendered text differs
+
+
+def test_prefilter_exact_with_colour_codes_nul_holes_and_unicode_folding() -> None:
+    base = make_log(1500, seed=11).decode()
+    lines = base.split("\n")
+    for i in range(0, len(lines), 97):  # a console copy: colour around the header and inside words
+        lines[i] = lines[i].replace("] [", "]\x1b[0m \x1b[36m[", 1).replace("bind", "bi\x1b[1mnd")
+    for i in range(5, len(lines), 211):  # Kelvin sign and long s fold to k and s when caseless
+        lines[i] += " HANDSHA\u212ae ſignal"
+    coloured = "\n".join(lines).encode()
+    holed = coloured[:20000] + b"\x00" * 3000 + coloured[20000:]
+    for data in (coloured, holed, "\n".join(lines[200:]).replace("\x1b", "").encode()):
+        for greps in (["/bind failed/"], ["/handshake|SIGNAL/i"]):
+            full = select(data, (), greps, prefilter=False, block=1 << 20)
+            for block in (700, 1 << 20):
+                assert select(data, (), greps, prefilter=True, block=block) == full
+            assert full
