@@ -401,3 +401,28 @@ def test_many_sockets_are_grouped_in_text(net, port, sockets) -> None:
     assert "61 sockets in all; --json lists every one" in out
     established = [line.split() for line in out.splitlines() if line.startswith("ESTABLISHED")]
     assert sorted((row[1], row[-3]) for row in established) == [("peers", "30"), ("port", "30")]
+
+
+def test_procfs_process_details_match_psutil() -> None:
+    import psutil
+
+    from asciichat_diag.ports.procmap import _describe_procfs
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        for pid in (os.getpid(), child.pid, os.getppid()):
+            mine = _describe_procfs(pid)
+            ref = psutil.Process(pid)
+            assert mine is not None
+            assert (mine.name, mine.exe, mine.cmdline, mine.username, mine.ppid) == (
+                ref.name(),
+                ref.exe(),
+                ref.cmdline(),
+                ref.username(),
+                ref.ppid(),
+            )
+            assert mine.parent_name == psutil.Process(ref.ppid()).name()
+    finally:
+        child.kill()
+        child.wait()
+    assert _describe_procfs(2**22 + 7) is None  # beyond pid_max: no such process
