@@ -70,6 +70,9 @@ Transport = Literal["tcp", "ws"]
 # CLIENT_CAPABILITIES (168) are valid; c41's handshake validator allows CRYPTO_* up to 64 KiB. An
 # unauthenticated peer therefore cannot make us buffer a 5 MiB payload.
 HANDSHAKE_MAX_PAYLOAD = 65536
+# c41 senders can put another thread's packet between a header and its payload; one level of that
+# (two for safety) is undone by the decoder instead of killing the session.
+MAX_INTERLEAVED_PACKETS = 2
 
 # Application packets sent before the session key is confirmed wait in memory; a peer that never
 # confirms must not make us hold a whole video stream, so only the newest ones are kept.
@@ -172,7 +175,7 @@ class _Connection:
         self.transport: Transport = transport
         self.state = ConnectionState.HANDSHAKE
         self._stage = _Stage.DONE
-        self._decoder = PacketDecoder()
+        self._decoder = PacketDecoder(max_interleaved=MAX_INTERLEAVED_PACKETS)
         self._outbox: list[bytes] = []
         self._pending_events: list[Event] = []
         self._held: deque[tuple[int, bytes]] = deque(maxlen=MAX_HELD_PACKETS)

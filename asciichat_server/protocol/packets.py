@@ -11,6 +11,7 @@ from .constants import (
     MAGIC,
     MAGIC_BYTES,
     MAX_PAYLOAD,
+    PacketType,
     packet_type_name,
 )
 from .crc import crc32c
@@ -96,12 +97,18 @@ class PacketDecoder:
     ProtocolError the decoder stays failed.
     """
 
-    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
+    def __init__(self, max_payload: int = MAX_PAYLOAD, *, max_interleaved: int = 0) -> None:
         # May be changed between packets (a connection tightens it during its handshake).
         self.max_payload = max_payload
+        # Both C peers write a packet's header and payload with two send() calls outside any lock, so
+        # another thread's whole packet can land in between (seen against the real c41 server). With
+        # max_interleaved > 0 a header found where an ENCRYPTED payload should start is read as that
+        # inserted packet, up to this depth; the suspended packet resumes after it. Off by default.
+        self.max_interleaved = max_interleaved
         self._buf = bytearray()
         self._pos = 0
         self._header: Header | None = None
+        self._suspended: list[Header] = []
         self._error: ProtocolError | None = None
 
     @property
@@ -143,21 +150,32 @@ class PacketDecoder:
             raise ProtocolError(f"decoder already failed: {self._error.reason}", self._error.error_code)
 
     def _next(self) -> Packet | None:
-        buf, pos = self._buf, self._pos
-        if self._header is None:
-            available = len(buf) - pos
-            if available < HEADER_SIZE:
-                prefix = buf[pos : pos + min(available, len(MAGIC_BYTES))]
-                if not MAGIC_BYTES.startswith(prefix):
-                    raise ProtocolError(f"bad magic: stream starts with {bytes(prefix).hex()}")
+        while True:
+            buf, pos = self._buf, self._pos
+            if self._header is None:
+                available = len(buf) - pos
+                if available < HEADER_SIZE:
+                    prefix = buf[pos : pos + min(available, len(MAGIC_BYTES))]
+                    if not MAGIC_BYTES.startswith(prefix):
+                        raise ProtocolError(f"bad magic: stream starts with {bytes(prefix).hex()}")
+                    return None
+                self._header = parse_header(bytes(buf[pos : pos + HEADER_SIZE]), self.max_payload)
+                pos = self._pos = pos + HEADER_SIZE
+            header = self._header
+            # Only ENCRYPTED packets are written in two calls by the C senders (plaintext ones go out in
+            # one), and their payload (≥ 40 bytes) holds the 8 bytes needed to decide.
+            if header.type == PacketType.ENCRYPTED and len(self._suspended) < self.max_interleaved:
+                start = bytes(buf[pos : pos + len(MAGIC_BYTES)])
+                if len(start) < len(MAGIC_BYTES):
+                    return None  # cannot yet tell a payload from an inserted header
+                if start == MAGIC_BYTES:
+                    self._suspended.append(header)
+                    self._header = None
+                    continue
+            if len(buf) - pos < header.length:
                 return None
-            self._header = parse_header(bytes(buf[pos : pos + HEADER_SIZE]), self.max_payload)
-            pos = self._pos = pos + HEADER_SIZE
-        header = self._header
-        if len(buf) - pos < header.length:
-            return None
-        payload = bytes(buf[pos : pos + header.length])
-        self._pos = pos + header.length
-        self._header = None
-        _check_crc(header, payload)
-        return Packet(header.type, payload, header.client_id)
+            payload = bytes(buf[pos : pos + header.length])
+            self._pos = pos + header.length
+            self._header = self._suspended.pop() if self._suspended else None
+            _check_crc(header, payload)
+            return Packet(header.type, payload, header.client_id)

@@ -770,3 +770,15 @@ def test_client_rekey_needs_an_open_encrypted_session() -> None:
     client.start()
     with pytest.raises(ValueError):
         client.start_rekey()
+
+
+def test_connection_untangles_a_packet_inserted_between_header_and_payload() -> None:
+    server, client = _established()
+    client.send(PacketType.PING)
+    client.send(PacketType.STREAM_START, b"\0\0\0\x01")
+    a, b = client.data_to_send()
+    events = server.receive_data(a[:22] + b + a[22:])
+    assert events == [
+        PacketReceived(Packet(PacketType.STREAM_START, b"\0\0\0\x01")),
+        PacketReceived(Packet(PacketType.PING, b"")),
+    ]

@@ -217,3 +217,59 @@ def test_capture_whole_plaintext_packets_decode_bytewise() -> None:
 def test_capture_ascii_frame_client_id_is_little_endian_id_1() -> None:
     frames = [m for m in _capture_lines() if int(m["type"]) == PacketType.ASCII_FRAME]
     assert frames and all(int(m["cid"]) == 0x01000000 for m in frames)
+
+
+# ---------------------------------------------------------------- interleaved writers (c41 send race)
+
+INTERLEAVED = Path(__file__).resolve().parent / "data" / "c41-server-interleaved.bin"
+
+
+def test_real_c41_interleaved_stream_is_refused_by_the_strict_decoder() -> None:
+    # 5 KB received from the real c41 server by our client: a 62-byte ENCRYPTED packet (header and
+    # payload) landed between another packet's header and its payload.
+    with pytest.raises(ProtocolError, match="CRC mismatch"):
+        PacketDecoder().feed(INTERLEAVED.read_bytes())
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_real_c41_interleaved_stream_is_untangled(chunk: int) -> None:
+    data = INTERLEAVED.read_bytes()
+    decoder = PacketDecoder(max_interleaved=2)
+    packets: list[Packet] = []
+    for i in range(0, len(data), chunk):
+        packets += decoder.feed(data[i : i + chunk])
+    assert decoder.buffered == 0
+    assert [len(p.payload) for p in packets] == [627] * 4 + [62] + [627] * 4
+    assert all(p.type == PacketType.ENCRYPTED for p in packets)
+    counters = [int.from_bytes(p.payload[16:24], "little") for p in packets]
+    # The inserted packet was encrypted after the one it interrupted: delivered first, counter higher.
+    assert counters[4] == counters[5] + 1
+    assert sorted(counters) == list(range(counters[0], counters[0] + 9))
+    assert sum(len(p.payload) + HEADER_SIZE for p in packets) == len(data)
+
+
+def _encrypted(n: int, size: int) -> bytes:
+    return encode_packet(PacketType.ENCRYPTED, bytes([n]) * size)
+
+
+def test_nested_interleaving_up_to_the_configured_depth() -> None:
+    a, b, c = _encrypted(1, 100), _encrypted(2, 70), _encrypted(3, 50)
+    stream = a[:22] + b[:22] + c + b[22:] + a[22:]
+    got = PacketDecoder(max_interleaved=2).feed(stream)
+    assert [p.payload[0] for p in got] == [3, 2, 1]
+    with pytest.raises(ProtocolError, match="CRC mismatch"):
+        PacketDecoder(max_interleaved=1).feed(stream)
+
+
+def test_only_encrypted_payloads_are_checked_for_inserted_headers() -> None:
+    # A plaintext payload that happens to start with the magic is just a payload.
+    payload = encode_packet(PacketType.PING)
+    stream = encode_packet(PacketType.TEXT_MESSAGE, payload) + encode_packet(PacketType.PONG)
+    got = PacketDecoder(max_interleaved=2).feed(stream)
+    assert got == [Packet(PacketType.TEXT_MESSAGE, payload), Packet(PacketType.PONG, b"")]
+
+
+def test_tiny_payloads_are_not_held_back_by_interleave_detection() -> None:
+    # HEAD's REKEY_COMPLETE is the single byte 00, a prefix of the magic: it must still arrive at once.
+    wire = encode_packet(PacketType.CRYPTO_REKEY_COMPLETE, b"\x00")
+    assert PacketDecoder(max_interleaved=2).feed(wire) == [Packet(PacketType.CRYPTO_REKEY_COMPLETE, b"\x00")]
