@@ -208,3 +208,47 @@ def test_nul_hole_is_dropped(tmp_path: Path) -> None:
     text, seps = _drain(f)
     assert seps == [] and text == "[10:00:01.000000] [INFO ] after hole\n"
     f.close()
+
+
+def test_follow_ndjson_of_our_server(tmp_path: Path) -> None:
+    log = tmp_path / "server.json"
+    rec = (
+        '{{"header":{{"timestamp":"10:00:0{i}.000000","date":"2026-02-20","level":"DEBUG","tid":7,'
+        '"file":"asciichat_server/transport/ws.py","line":405,"func":"send"}},'
+        '"body":{{"message":"[WS_FLOW] queue={i}","rate_interval_s":10.0,"suppressed":{i}}}}}\n'
+    )
+    log.write_text(rec.format(i=0))
+    out = tmp_path / "out.ndjson"
+    proc = diag_logs(["-f", "--json", "--interval", "0.05", str(log)], out)
+    wait_for(out, "queue=0")
+    with log.open("a") as fh:
+        fh.write(rec.format(i=1))
+        fh.write(rec.format(i=2)[:50])  # half a JSON line: held back
+    wait_for(out, "queue=1")
+    time.sleep(0.3)
+    with log.open("a") as fh:
+        fh.write(rec.format(i=2)[50:])
+    wait_for(out, "queue=2")
+    stop(proc)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["message"] for r in records] == ["[WS_FLOW] queue=0", "[WS_FLOW] queue=1", "[WS_FLOW] queue=2"]
+    assert [r["suppressed"] for r in records] == [0, 1, 2]
+    assert all(r["datetime"].startswith("2026-02-20T10:00:0") and r["rate_interval_s"] == 10.0 for r in records)
+
+
+def test_several_files_get_headers(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text("[10:00:00.000000] [INFO ] from a\n")
+    b.write_text("[10:00:01.000000] [INFO ] from b\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "asciichat_diag.cli", "logs", str(a), str(b), "--color", "never"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.stdout.splitlines() == [
+        f"==> {a} <==",
+        "[10:00:00.000000] [INFO ] from a",
+        f"==> {b} <==",
+        "[10:00:01.000000] [INFO ] from b",
+    ]
