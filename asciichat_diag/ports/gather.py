@@ -133,19 +133,43 @@ def build_entries(
         if scan is None and wanted:
             scan = scan_socket_inodes(wanted)
         found = scan.holders if scan else {}
-        for r in raw:
-            held = found.get(r.inode) if r.inode else None
+        single: dict[int, list[ProcessInfo]] = {}  # pid -> [info], shared by all its sockets
+        v6 = socket.AF_INET6
+        # inlined (no per-socket helper call, tuple unpacking instead of attribute access): this
+        # loop runs once per socket, 20,000 times for 10,000 loopback connections
+        for fam, state, lip, lport, rip, rport, timer, expires, uid, inode, v6only, rq, wq in raw:
+            held = found.get(inode) if inode else None
             if not held:
                 holders: list = []
                 processes: list[ProcessInfo] = []
-            elif len(held) == 1:  # the common case, kept cheap for hosts with 10,000s of sockets
+            elif len(held) == 1:
                 holders = held
-                processes = [proc(held[0][0])]
+                pid = held[0][0]
+                processes = single.get(pid) or single.setdefault(pid, [proc(pid)])
             else:
                 holders = sorted(held)
                 processes = [proc(pid) for pid in sorted({pid for pid, _fd in held})]
-            user = users[r.uid] if r.uid in users else _username(r.uid, users)
-            append(_entry(r, port, r.uid, user, r.inode, processes, holders))
+            append(
+                SocketEntry(
+                    "IPv6" if fam == v6 else "IPv4",
+                    state,
+                    lip,
+                    lport,
+                    rip,
+                    rport,
+                    "local" if port is None or lport == port else "remote",
+                    v6only,
+                    timer,
+                    expires / 1000.0 if timer == "timewait" and expires is not None else None,
+                    uid,
+                    users[uid] if uid in users else _username(uid, users),
+                    inode or None,
+                    processes,
+                    holders,
+                    rq,
+                    wq,
+                )
+            )
     else:
         for item in raw:
             r, pid, fd = item

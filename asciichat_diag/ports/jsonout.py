@@ -91,7 +91,7 @@ def _render(obj: PortReport | BindReport, indent: str) -> str:
     body = json.dumps(head, indent=2, ensure_ascii=False)
     inner = indent + "  "
     prefix = inner + "  "
-    rows = ",\n".join([prefix + socket_row(e) for e in sockets])
+    rows = prefix + (",\n" + prefix).join([socket_row(e) for e in sockets])
     sock_text = f'{inner}"{key}": [\n{rows}\n{inner}]' if sockets else f'{inner}"{key}": []'
     # re-indent the head and splice the socket list in before its closing brace
     lines = body.splitlines()
