@@ -38,7 +38,7 @@ from asciichat_diag.logs.grep import GrepFilter, GrepHit, GrepPattern, GrepSynta
 from asciichat_diag.logs.model import Separator
 from asciichat_diag.logs.parse import RecordParser
 from asciichat_diag.logs.ratelimit import LifecycleTracker, RateNote, RateTracker, tag_summary
-from asciichat_diag.logs.reader import scan
+from asciichat_diag.logs.reader import scan, tail_offset
 from asciichat_diag.logs.render import LineWriter, Summary, print_summary
 from asciichat_diag.logs.source import SourceIndex
 
@@ -154,10 +154,17 @@ def _read_backlog(run: Run, path: str, fh: Any, end: int, follow: bool) -> tuple
     else:
         last_day = first_day + timedelta(days=info.rollovers)
         reference = datetime.combine(last_day, dtime()) + timedelta(seconds=info.last_seconds)
-    pipeline = run.make_pipeline(first_day, mtime, reference)
+    start = 0
+    o = run.opts
+    if o.lines is not None and not o.filtering and not o.summary and not run.opts.files[1:]:
+        start = tail_offset(fh, end, o.lines)
+    if start:  # the first record read is not the file's first: date it back from the log's end
+        pipeline = run.make_pipeline(None, reference, reference)
+    else:
+        pipeline = run.make_pipeline(first_day, mtime, reference)
     parser = RecordParser(path)
-    prefilters = block_prefilters(pipeline.record_filter, run.opts.patterns, is_json) if run.opts.prefilter else []
-    for hit in scan(fh, parser, pipeline.process, pipeline.assigner.observe, prefilters, 0, end):
+    prefilters = block_prefilters(pipeline.record_filter, o.patterns, is_json) if o.prefilter else []
+    for hit in scan(fh, parser, pipeline.process, pipeline.assigner.observe, prefilters, start, end):
         run.emit(hit)
     for hit in pipeline.process(parser.flush()):
         run.emit(hit)

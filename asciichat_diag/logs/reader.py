@@ -51,6 +51,23 @@ def _is_header_start_b(data: bytes, pos: int) -> bool:
     return False
 
 
+def tail_offset(fh: BinaryIO, end: int, records: int) -> int:
+    """Where to start reading to see at least the last `records` records of fh[:end] (0: everything).
+
+    Lets `-n N` without filters skip most of a big file, like tail does.
+    """
+    want = records * 8192 + (64 << 10)  # ascii-chat caps a record at 4096 bytes; leave room
+    if end <= 2 * want:
+        return 0
+    start = end - want
+    fh.seek(start)
+    data = fh.read(end - start)
+    starts = [m.start() + 1 for m in _BOUNDARY_RE.finditer(data) if _is_header_start_b(data, m.start() + 1)]
+    if len(starts) <= records:  # unusually long records: read it all
+        return 0
+    return start + starts[0]
+
+
 def _last_record_start(data: bytes, search_from: int) -> int:
     """Offset of the last record start after a newline in data[search_from:], or -1."""
     for m in reversed(list(_BOUNDARY_RE.finditer(data, search_from))):

@@ -130,3 +130,33 @@ def test_prefilter_exact_with_colour_codes_nul_holes_and_unicode_folding() -> No
             for block in (700, 1 << 20):
                 assert select(data, (), greps, prefilter=True, block=block) == full
             assert full
+
+
+def test_last_n_without_filters_reads_only_the_tail(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import os
+    from datetime import datetime
+
+    from click.testing import CliRunner
+
+    from asciichat_diag.logs.cli import logs
+    from asciichat_diag.logs.parse import parse_text
+    from asciichat_diag.logs.reader import tail_offset
+
+    data = make_log(4000, seed=3)
+    path = tmp_path / "big.log"
+    path.write_bytes(data)
+    stamp = datetime(2026, 5, 1, 23, 0).timestamp()
+    os.utime(path, (stamp, stamp))
+    with path.open("rb") as fh:
+        assert tail_offset(fh, len(data), 5) > 0  # the shortcut is really taken
+    want = [r.text() for r in parse_text(data.decode())[-5:]]
+    out = CliRunner().invoke(logs, [str(path), "-n", "5", "--color", "never", "--no-rate"]).output
+    assert out == "\n".join(want) + "\n"
+    tail = [
+        json.loads(x)["datetime"]
+        for x in CliRunner().invoke(logs, [str(path), "-n", "5", "--json"]).output.split("\n")
+        if x
+    ]
+    full = CliRunner().invoke(logs, [str(path), "-n", "5", "--json", "--level", "dev"]).output.splitlines()
+    assert tail == [json.loads(x)["datetime"] for x in full]  # the same dates as a full read
