@@ -129,6 +129,7 @@ class CompositorStats:
     tile_hits: int = 0
     scales: int = 0
     scale_hits: int = 0
+    render_calls: int = 0  # renderer invocations (a batch of same-width tiles is one call)
 
 
 class Compositor:
@@ -211,7 +212,7 @@ class Compositor:
         return top + b"\n".join(left + row for row in rows)
 
     def _grid(self, sources: list[VideoSource], rects: tuple[Rect, ...], spec: RenderSpec) -> bytes:
-        tile_rows = [self._tile_rows(s, r.w, r.h, spec) if r.w > 0 and r.h > 0 else [] for s, r in zip(sources, rects)]
+        tile_rows = self._tiles_rows(sources, rects, spec)
         return b"".join(
             [
                 item if item.__class__ is bytes else tile_rows[item[0]][item[1]]
@@ -220,28 +221,52 @@ class Compositor:
         )
 
     def _tile_rows(self, source: VideoSource, cols: int, rows: int, spec: RenderSpec) -> list[bytes]:
+        return self._tiles_rows([source], (Rect(0, 0, cols, rows),), spec)[0]
+
+    def _tiles_rows(self, sources: list[VideoSource], rects: tuple[Rect, ...], spec: RenderSpec) -> list[list[bytes]]:
+        """Rendered rows of every tile, from the cache or rendered now.
+
+        Tiles that must be rendered are batched: rows are independent (colour state restarts on every row), so
+        tiles of equal width stacked vertically render as one image, and each numpy call in the renderer then
+        serves several tiles instead of paying its fixed cost per tile.
+        """
         half = spec.half_block
-        # Keys carry only what changes the tile: half-block ignores the palette, mono ignores render mode.
-        key = (
-            source.source_id,
-            source.seq,
-            source.pixels.shape,
-            cols,
-            rows,
-            None if half else spec.palette,
-            spec.color_level,
-            spec.render_mode if spec.colored else 0,
-        )
-        cached = self._tiles.get(key)
-        if cached is not None:
-            self.stats.tile_hits += 1
-            return cached  # type: ignore[return-value]
-        pixel_rows = rows * 2 if half else rows
-        pixels = self._scaled_pixels(source, cols, pixel_rows)
-        result = render_rows(pixels, spec)
-        self.stats.tiles_rendered += 1
-        self._tiles.put(key, result, sum(len(r) for r in result) + 64 * len(result))
-        return result
+        out: list[list[bytes]] = [[] for _ in sources]
+        missing: dict[int, list[tuple[int, tuple, np.ndarray]]] = {}
+        for i, (source, rect) in enumerate(zip(sources, rects)):
+            if rect.w <= 0 or rect.h <= 0:
+                continue
+            # Keys carry only what changes the tile: half-block ignores the palette, mono the render mode.
+            key = (
+                source.source_id,
+                source.seq,
+                source.pixels.shape,
+                rect.w,
+                rect.h,
+                None if half else spec.palette,
+                spec.color_level,
+                spec.render_mode if spec.colored else 0,
+            )
+            cached = self._tiles.get(key)
+            if cached is not None:
+                self.stats.tile_hits += 1
+                out[i] = cached  # type: ignore[assignment]
+                continue
+            pixels = self._scaled_pixels(source, rect.w, rect.h * 2 if half else rect.h)
+            missing.setdefault(rect.w, []).append((i, key, pixels))
+        for group in missing.values():
+            stacked = group[0][2] if len(group) == 1 else np.concatenate([pixels for _, _, pixels in group])
+            rows = render_rows(stacked, spec)
+            self.stats.render_calls += 1
+            start = 0
+            for i, key, _pixels in group:
+                height = rects[i].h
+                result = rows[start : start + height]
+                start += height
+                self.stats.tiles_rendered += 1
+                self._tiles.put(key, result, sum(len(r) for r in result) + 64 * len(result))
+                out[i] = result
+        return out
 
     def _scaled_pixels(self, source: VideoSource, width: int, height: int) -> np.ndarray:
         key = (source.source_id, source.seq, source.pixels.shape, width, height)

@@ -204,3 +204,20 @@ else:
                 )
                 assert disjoint, (rect, other)
         assert any(r.w > 0 and r.h > 0 for r in rects)  # the first video always shows
+
+
+def test_same_width_tiles_render_in_one_batch_with_identical_text() -> None:
+    rng = np.random.default_rng(12)
+    pix = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(9)]
+    spec = RenderSpec(160, 48, color_level=3, render_mode=2)
+    batched = Compositor()
+    frame = batched.render([VideoSource(i, 1, p) for i, p in enumerate(pix)], spec)
+    assert batched.stats.render_calls == 1 and batched.stats.tiles_rendered == 9
+    # the same frame built from tiles rendered one at a time (each tile already cached before the frame)
+    single = Compositor()
+    for i, p in enumerate(pix):
+        rect = grid_layout(((320, 240),) * 9, 160, 48)[i]
+        single._tile_rows(VideoSource(i, 1, p), rect.w, rect.h, spec)
+    assert single.stats.render_calls == 9
+    assert single.render([VideoSource(i, 1, p) for i, p in enumerate(pix)], spec) == frame
+    assert single.stats.tiles_rendered == 9  # the frame only reused cached tiles
