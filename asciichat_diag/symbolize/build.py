@@ -7,8 +7,10 @@ decodes DIE trees and line programs. Names are demangled here, once, when the in
 from __future__ import annotations
 
 import io
+import os
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from asciichat_diag.symbolize.elfio import SHF_COMPRESSED, ElfImage
 from asciichat_diag.symbolize.index import IndexBuilder, SymbolIndex
 
 AT_COMP_DIR, AT_STMT_LIST = 0x1B, 0x10
+NAME_ATTRS = (dw.AT_NAME, dw.AT_LINKAGE_NAME, dw.AT_MIPS_LINKAGE_NAME, dw.AT_ABSTRACT_ORIGIN, dw.AT_SPECIFICATION)
 # Sections the DWARF reader uses, by their name without the leading "." (ELF) or "__" (Mach-O).
 DWARF_SECTIONS = (
     "debug_info", "debug_abbrev", "debug_str", "debug_line", "debug_line_str", "debug_str_offsets",
@@ -129,110 +132,176 @@ def add_dwarf(
         raise
 
 
+# Units can be decoded in forked worker processes ($ASCIICHAT_DIAG_INDEX_JOBS, default 1): shipping the
+# decoded units back costs about what the second core saves on 2 cores, so it is off unless asked for.
+PARALLEL_MIN_INFO_BYTES = 2 << 20
+_FORK_STATE: dict = {}
+
+
+@dataclass
+class UnitResult:
+    """One compile unit, decoded: plain values only, so it can come back from a worker process."""
+
+    end: int
+    files: list[str]
+    shift: int  # 0 for DWARF 5 file registers, 1 for DWARF 2-4
+    lines: tuple | None  # (addresses, file registers, lines, columns) as numpy arrays
+    subprograms: list[tuple[int, dict, list[tuple[int, int]]]]  # (offset, name attrs, pc ranges)
+    inlines: list[tuple]  # (offset, function, parent, depth, ranges, origin, call file reg, line, column)
+
+
+def _decode_unit(unit: tuple) -> UnitResult:
+    """Walk one unit's DIEs and decode its line program (runs in the parent or in a worker)."""
+    st = _FORK_STATE
+    info, sections, little, min_valid_addr, di = st["info"], st["sections"], st["little"], st["min_valid"], st["di"]
+    tomb_hi = st["tomb_hi"]
+    cu_offset, die_offset, end, version, cu_addr_size, offset_size, abbrev_offset, cu_index = unit
+    ctx = dw.UnitContext(
+        info=info,
+        unit_offset=cu_offset,
+        version=version,
+        addr_size=cu_addr_size,
+        offset_size=offset_size,
+        little=little,
+        sections=sections,
+        str_offsets_base=8 if offset_size == 4 else 16,
+    )
+    key = (abbrev_offset, cu_addr_size, offset_size, version)
+    abbrevs = st["abbrevs"].get(key)
+    if abbrevs is None:
+        abbrevs = st["abbrevs"][key] = dw.parse_abbrevs(
+            sections.get("debug_abbrev") or b"", abbrev_offset, cu_addr_size, offset_size, version
+        )
+    tattrs = dw.read_unit_die(ctx, abbrevs, die_offset)
+    records = dw.walk_unit(ctx, abbrevs, die_offset, end)
+    comp_dir = _s(tattrs.get(AT_COMP_DIR, ("",))[0])
+    stmt_list = tattrs.get(AT_STMT_LIST, (None,))[0]
+
+    def pc_ranges(attrs: dict) -> list[tuple[int, int]]:
+        # Inline fast path for low_pc/high_pc; ranges below the text (tombstoned by the linker) are dropped.
+        if dw.AT_RANGES in attrs:
+            return [r for r in dw.die_ranges(ctx, attrs) if min_valid_addr <= r[0] < tomb_hi]
+        low = attrs.get(dw.AT_LOW_PC)
+        high = attrs.get(dw.AT_HIGH_PC)
+        if low is None or high is None:
+            return []
+        lo = low[0]
+        hi = high[0] + lo if high[1] in dw.CONSTANT_FORMS else high[0]
+        return [(lo, hi)] if hi > lo and min_valid_addr <= lo < tomb_hi else []
+
+    files: list[str] = []
+    shift = 1
+    lines = None
+    lp = _line_program(di, st["cus"][cu_index], stmt_list) if stmt_list is not None else None
+    if lp is not None:
+        hdr = lp.header
+        lversion = hdr["version"]
+        dirs = [_s(d) for d in hdr["include_directory"]]
+        for entry in hdr["file_entry"]:
+            dir_index = entry["dir_index"] or 0
+            if lversion >= 5:
+                directory = dirs[dir_index] if dir_index < len(dirs) else ""
+            else:
+                directory = comp_dir if dir_index == 0 else (dirs[dir_index - 1] if dir_index - 1 < len(dirs) else "")
+            files.append(dw.join_path(comp_dir, directory, _s(entry["name"])))
+        # DWARF 5 file registers are 0-based, DWARF 2-4 registers are 1-based (0 = none).
+        shift = 0 if lversion >= 5 else 1
+        lh = dw.LineHeader(
+            version=lversion,
+            min_inst_len=hdr["minimum_instruction_length"],
+            default_is_stmt=bool(hdr["default_is_stmt"]),
+            line_base=hdr["line_base"],
+            line_range=hdr["line_range"],
+            opcode_base=hdr["opcode_base"],
+            std_lengths=list(hdr["standard_opcode_lengths"]),
+            program_start=lp.program_start_offset,
+            program_end=lp.program_end_offset,
+            files=files,
+        )
+        if lh.line_range == 0:
+            raise dw.DwarfFormatError("line program with line_range 0")
+        addr, reg, line, col = dw.decode_line_program(
+            sections.get("debug_line") or b"", lh, cu_addr_size, little, min_valid_addr
+        )
+        lines = (
+            np.asarray(addr, dtype=np.uint64),
+            np.asarray(reg, dtype=np.int64),
+            np.asarray(line, dtype=np.int32),
+            np.asarray(col, dtype=np.int32),
+        )
+    subprograms = []
+    inlines = []
+    for rec in records:
+        attrs = rec.attrs
+        if rec.tag == dw.TAG_SUBPROGRAM:
+            names = {k: attrs[k][0] for k in NAME_ATTRS if k in attrs}
+            subprograms.append((rec.offset, names, pc_ranges(attrs)))
+        elif rec.tag == dw.TAG_INLINED:
+            # Kept even without ranges: llvm walks up the DIE tree from the innermost inlined DIE.
+            inlines.append((
+                rec.offset, rec.func, rec.parent, rec.depth, pc_ranges(attrs),
+                attrs.get(dw.AT_ABSTRACT_ORIGIN, (None,))[0], attrs.get(dw.AT_CALL_FILE, (None,))[0],
+                attrs.get(dw.AT_CALL_LINE, (0,))[0], attrs.get(dw.AT_CALL_COLUMN, (0,))[0],
+            ))  # fmt: skip
+    return UnitResult(end, files, shift, lines, subprograms, inlines)
+
+
+def _decode_chunk(units: list[tuple]) -> list:
+    """Worker entry point: decode several units; errors come back as values (one line for the user)."""
+    try:
+        return [_decode_unit(u) for u in units]
+    except Exception as exc:  # re-raised in the parent, which turns it into 'corrupt DWARF'
+        return [dw.DwarfFormatError(f"{type(exc).__name__}: {exc}")]
+
+
 def _add_dwarf(builder, sections, little, addr_size, arch, min_valid_addr, progress) -> None:
     info = sections.get("debug_info")
     if not info:
         return
     di = make_dwarfinfo(sections, little, addr_size, arch)
-    abbrev_bytes = sections.get("debug_abbrev") or b""
-    line_bytes = sections.get("debug_line") or b""
-    abbrev_cache: dict[tuple, dict] = {}
-    subprograms: dict[int, dict] = {}  # DIE offset -> attrs, for name resolution across units
-    functions: list[tuple[int, list[tuple[int, int]]]] = []
-    inlines: dict[int, list[tuple]] = {}  # function DIE offset -> inline rows (origin unresolved)
-    total = len(info)
-    tomb_hi = (1 << (8 * addr_size)) - 2
-
-    def valid(lo: int) -> bool:
-        return min_valid_addr <= lo < tomb_hi
-
+    cus = []
+    units = []
     for cu in di.iter_CUs():
-        version = cu.header["version"]
         unit_type = cu.header.get("unit_type")
         if unit_type not in (None, "DW_UT_compile", "DW_UT_partial"):
             continue
-        offset_size = 8 if cu.structs.dwarf_format == 64 else 4
-        cu_addr_size = cu.header["address_size"]
-        ctx = dw.UnitContext(
-            info=info,
-            unit_offset=cu.cu_offset,
-            version=version,
-            addr_size=cu_addr_size,
-            offset_size=offset_size,
-            little=little,
-            sections=sections,
-            str_offsets_base=8 if offset_size == 4 else 16,
-        )
-        key = (cu.header["debug_abbrev_offset"], cu_addr_size, offset_size, version)
-        abbrevs = abbrev_cache.get(key)
-        if abbrevs is None:
-            abbrevs = abbrev_cache[key] = dw.parse_abbrevs(abbrev_bytes, key[0], cu_addr_size, offset_size, version)
         end = cu.cu_offset + cu.size
         if end > len(info):
             raise dw.DwarfFormatError(f"unit at {cu.cu_offset:#x} is longer than .debug_info")
-        tattrs = dw.read_unit_die(ctx, abbrevs, cu.cu_die_offset)
-        records = dw.walk_unit(ctx, abbrevs, cu.cu_die_offset, end)
-        comp_dir = _s(tattrs.get(AT_COMP_DIR, ("",))[0])
-        stmt_list = tattrs.get(AT_STMT_LIST, (None,))[0]
+        offset_size = 8 if cu.structs.dwarf_format == 64 else 4
+        units.append((cu.cu_offset, cu.cu_die_offset, end, cu.header["version"], cu.header["address_size"],
+                      offset_size, cu.header["debug_abbrev_offset"], len(cus)))  # fmt: skip
+        cus.append(cu)
+    _FORK_STATE.clear()
+    _FORK_STATE.update(info=info, sections=sections, little=little, min_valid=min_valid_addr, di=di, cus=cus,
+                       tomb_hi=(1 << (8 * addr_size)) - 2, abbrevs={})  # fmt: skip
+    total = len(info)
+    try:
+        results = _decode_all(units, total, progress)
+    finally:
+        _FORK_STATE.clear()
 
-        files: list[str] = []
-        lp = _line_program(di, cu, stmt_list) if stmt_list is not None else None
-        if lp is not None:
-            hdr = lp.header
-            lversion = hdr["version"]
-            dirs = [_s(d) for d in hdr["include_directory"]]
-            for entry in hdr["file_entry"]:
-                dir_index = entry["dir_index"] or 0
-                if lversion >= 5:
-                    directory = dirs[dir_index] if dir_index < len(dirs) else ""
-                else:
-                    directory = (
-                        comp_dir if dir_index == 0 else (dirs[dir_index - 1] if dir_index - 1 < len(dirs) else "")
-                    )
-                files.append(dw.join_path(comp_dir, directory, _s(entry["name"])))
-            # DWARF 5 file registers are 0-based, DWARF 2-4 registers are 1-based (0 = none).
-            file_ids = [builder.file_id(f) for f in files]
-            shift = 0 if lversion >= 5 else 1
-            lh = dw.LineHeader(
-                version=lversion,
-                min_inst_len=hdr["minimum_instruction_length"],
-                default_is_stmt=bool(hdr["default_is_stmt"]),
-                line_base=hdr["line_base"],
-                line_range=hdr["line_range"],
-                opcode_base=hdr["opcode_base"],
-                std_lengths=list(hdr["standard_opcode_lengths"]),
-                program_start=lp.program_start_offset,
-                program_end=lp.program_end_offset,
-                files=files,
-            )
-            if lh.line_range == 0:
-                raise dw.DwarfFormatError("line program with line_range 0")
-            addr, reg, line, col = dw.decode_line_program(line_bytes, lh, cu_addr_size, little, min_valid_addr)
-            gid = [_map_file(file_ids, r - shift) if r >= 0 else -1 for r in reg]
+    subprograms: dict[int, dict] = {}  # DIE offset -> name attributes, for name resolution across units
+    functions: list[tuple[int, list[tuple[int, int]]]] = []
+    inlines: dict[int, list[tuple]] = {}  # function DIE offset -> inline rows (origin unresolved)
+    for res in results:
+        file_ids = [builder.file_id(f) for f in res.files]
+        shift = res.shift
+        if res.lines is not None:
+            addr, reg, line, col = res.lines
+            # File registers -> global file ids, vectorised (a line table has ~10 rows per function).
+            table = np.asarray([*file_ids, -1], dtype=np.int32)  # the extra -1 catches bad registers
+            regs = reg - shift
+            regs = np.where((regs < 0) | (regs >= len(file_ids)), len(file_ids), regs)
+            gid = np.where(reg < 0, -1, table[regs]).astype(np.int32)
             builder.lines.append((addr, gid, line, col))
-        else:
-            file_ids, shift = [], 1
-
-        for rec in records:
-            attrs = rec.attrs
-            if rec.tag == dw.TAG_SUBPROGRAM:
-                subprograms[rec.offset] = attrs
-                ranges = [r for r in dw.die_ranges(ctx, attrs) if valid(r[0])]
-                if ranges:
-                    functions.append((rec.offset, ranges))
-            elif rec.tag == dw.TAG_INLINED:
-                # Kept even without ranges: llvm walks up the DIE tree from the innermost inlined DIE.
-                ranges = [r for r in dw.die_ranges(ctx, attrs) if valid(r[0])]
-                origin = attrs.get(dw.AT_ABSTRACT_ORIGIN, (None,))[0]
-                cf = attrs.get(dw.AT_CALL_FILE, (None,))[0]
-                call_file = _map_file(file_ids, cf - shift) if cf is not None else -1
-                call_line = attrs.get(dw.AT_CALL_LINE, (0,))[0]
-                call_col = attrs.get(dw.AT_CALL_COLUMN, (0,))[0]
-                inlines.setdefault(rec.func, []).append(
-                    (rec.offset, rec.parent, rec.depth, ranges, origin, call_file, call_line, call_col)
-                )
-        if progress is not None:
-            progress(end, total)
+        for off, names, ranges in res.subprograms:
+            subprograms[off] = names
+            if ranges:
+                functions.append((off, ranges))
+        for off, func, parent, depth, ranges, origin, cf, call_line, call_col in res.inlines:
+            call_file = _map_file(file_ids, cf - shift) if cf is not None else -1
+            inlines.setdefault(func, []).append((off, parent, depth, ranges, origin, call_file, call_line, call_col))
 
     name_cache: dict[int, str] = {}
 
@@ -256,6 +325,46 @@ def _add_dwarf(builder, sections, little, addr_size, arch, min_valid_addr, progr
                 builder.inlines[fid].append((lo, hi, depth, die))
 
 
+def _decode_all(units: list[tuple], total: int, progress: ProgressFn | None) -> list[UnitResult]:
+    """Decode every unit, split over worker processes when that pays (big DWARF, several cores)."""
+    try:
+        workers = max(1, min(int(os.environ.get("ASCIICHAT_DIAG_INDEX_JOBS", "1")), os.cpu_count() or 1))
+    except ValueError:
+        workers = 1
+    if workers > 1 and total >= PARALLEL_MIN_INFO_BYTES and len(units) >= 2 * workers and _can_fork():
+        import multiprocessing
+
+        # Contiguous chunks, the parent's share last: it works while the children do.
+        chunks = [units[i::workers] for i in range(workers)]
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(workers - 1) as pool:
+            pending = [pool.apply_async(_decode_chunk, (c,)) for c in chunks[1:]]
+            mine = _decode_chunk(chunks[0])
+            parts = [mine, *(p.get() for p in pending)]
+        results = []
+        for part in parts:
+            for r in part:
+                if isinstance(r, Exception):
+                    raise r
+                results.append(r)
+        results.sort(key=lambda r: r.end)
+        if progress is not None:
+            progress(total, total)
+        return results
+    results = []
+    for unit in units:
+        results.append(_decode_unit(unit))
+        if progress is not None:
+            progress(unit[2], total)
+    return results
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
 def _find(subprograms: dict[int, dict], off: int, keys: tuple[int, ...]) -> str | None:
     """An attribute of a subprogram, following abstract_origin and specification (as llvm does)."""
     seen = set()
@@ -267,11 +376,11 @@ def _find(subprograms: dict[int, dict], off: int, keys: tuple[int, ...]) -> str 
         seen.add(cur)
         attrs = subprograms[cur]
         for k in keys:
-            if k in attrs and isinstance(attrs[k][0], str):
-                return attrs[k][0]
+            if k in attrs and isinstance(attrs[k], str):
+                return attrs[k]
         for ref in (dw.AT_ABSTRACT_ORIGIN, dw.AT_SPECIFICATION):
             if ref in attrs:
-                todo.append(attrs[ref][0])
+                todo.append(attrs[ref])
     return None
 
 

@@ -585,17 +585,22 @@ def decode_line_program(
     out_file: list[int] = []
     out_line: list[int] = []
     out_col: list[int] = []
-    seq_addr: list[int] = []
-    seq_file: list[int] = []
-    seq_line: list[int] = []
-    seq_col: list[int] = []
+    # Rows go straight to the output; a sequence the linker discarded is cut off again at its end.
+    add_a, add_f, add_l, add_c = out_addr.append, out_file.append, out_line.append, out_col.append
     opcode_base = hdr.opcode_base
-    line_base = hdr.line_base
     line_range = hdr.line_range
     min_inst = hdr.min_inst_len
-    const_add = ((255 - opcode_base) // line_range) * min_inst
+    # Special opcodes precomputed: address and line advance per opcode.
+    special_addr = [0] * 256
+    special_line = [0] * 256
+    for op in range(opcode_base, 256):
+        adj = op - opcode_base
+        special_addr[op] = (adj // line_range) * min_inst
+        special_line[op] = hdr.line_base + adj % line_range
+    const_add = special_addr[255]
     std_lengths = hdr.std_lengths
     address, file, line, col = 0, 1, 1, 0
+    seq_start = 0
     pos = hdr.program_start
     end = hdr.program_end
     try:
@@ -603,46 +608,54 @@ def decode_line_program(
             op = data[pos]
             pos += 1
             if op >= opcode_base:
-                adj = op - opcode_base
-                address += (adj // line_range) * min_inst
-                line += line_base + adj % line_range
-                seq_addr.append(address)
-                seq_file.append(file)
-                seq_line.append(line)
-                seq_col.append(col)
+                address += special_addr[op]
+                line += special_line[op]
+                add_a(address)
+                add_f(file)
+                add_l(line)
+                add_c(col)
             elif op == 0:
                 length, pos = uleb(data, pos)
                 sub = data[pos]
                 if sub == 1:  # end_sequence
-                    if seq_addr and seq_addr[0] >= min_valid_addr and address > seq_addr[0]:
-                        out_addr.extend(seq_addr)
-                        out_file.extend(seq_file)
-                        out_line.extend(seq_line)
-                        out_col.extend(seq_col)
-                        out_addr.append(address)
-                        out_file.append(-1)
-                        out_line.append(0)
-                        out_col.append(0)
-                    seq_addr, seq_file, seq_line, seq_col = [], [], [], []
+                    n = len(out_addr)
+                    if n > seq_start and out_addr[seq_start] >= min_valid_addr and address > out_addr[seq_start]:
+                        add_a(address)
+                        add_f(-1)
+                        add_l(0)
+                        add_c(0)
+                    else:
+                        del out_addr[seq_start:], out_file[seq_start:], out_line[seq_start:], out_col[seq_start:]
+                    seq_start = len(out_addr)
                     address, file, line, col = 0, 1, 1, 0
                 elif sub == 2:  # set_address
                     address = int.from_bytes(data[pos + 1 : pos + length], order)
                 pos += length
             elif op == 1:  # copy
-                seq_addr.append(address)
-                seq_file.append(file)
-                seq_line.append(line)
-                seq_col.append(col)
+                add_a(address)
+                add_f(file)
+                add_l(line)
+                add_c(col)
             elif op == 2:  # advance_pc
-                n, pos = uleb(data, pos)
-                address += n * min_inst
+                b = data[pos]
+                if b < 0x80:
+                    pos += 1
+                    address += b * min_inst
+                else:
+                    n, pos = uleb(data, pos)
+                    address += n * min_inst
             elif op == 3:  # advance_line
                 n, pos = sleb(data, pos)
                 line += n
             elif op == 4:  # set_file
                 file, pos = uleb(data, pos)
             elif op == 5:  # set_column
-                col, pos = uleb(data, pos)
+                b = data[pos]
+                if b < 0x80:
+                    pos += 1
+                    col = b
+                else:
+                    col, pos = uleb(data, pos)
             elif op == 8:  # const_add_pc
                 address += const_add
             elif op == 9:  # fixed_advance_pc
@@ -653,6 +666,8 @@ def decode_line_program(
             else:  # set_isa and opcodes this decoder does not know: skip their ULEB operands
                 for _ in range(std_lengths[op - 1] if op - 1 < len(std_lengths) else 0):
                     _n, pos = uleb(data, pos)
+        # Rows after the last end_sequence belong to no sequence: drop them.
+        del out_addr[seq_start:], out_file[seq_start:], out_line[seq_start:], out_col[seq_start:]
     except IndexError as exc:
         raise DwarfFormatError("line program runs past the end of .debug_line") from exc
     return out_addr, out_file, out_line, out_col

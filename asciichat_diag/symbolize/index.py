@@ -250,21 +250,18 @@ class IndexBuilder:
         cols = list(zip(*self.dies)) if self.dies else [[]] * 5
         for name, col in zip(("die_name", "die_call_file", "die_call_line", "die_call_col", "die_parent"), cols):
             arrays[name] = np.asarray(col, dtype=i4)
-        la, lf, ll, lc = [], [], [], []
-        for addr, file, line, col in self.lines:
-            la.extend(addr)
-            lf.extend(file)
-            ll.extend(line)
-            lc.extend(col)
-        addr_arr = np.asarray(la, dtype=u8)
-        file_arr = np.asarray(lf, dtype=i4)
+        parts = self.lines or [(np.zeros(0, u8), np.zeros(0, i4), np.zeros(0, i4), np.zeros(0, i4))]
+        addr_arr = np.concatenate([np.asarray(p[0], dtype=u8) for p in parts])
+        file_arr = np.concatenate([np.asarray(p[1], dtype=i4) for p in parts])
+        line_arr = np.concatenate([np.asarray(p[2], dtype=i4) for p in parts])
+        col_arr = np.concatenate([np.asarray(p[3], dtype=i4) for p in parts])
         # Sort by address; at equal addresses a sequence end sorts first so the next sequence's row wins,
         # and rows of one sequence keep their order (the last row at an address is the answer).
         order = np.lexsort((file_arr >= 0, addr_arr))
         arrays["line_addr"] = addr_arr[order]
         arrays["line_file"] = file_arr[order]
-        arrays["line_line"] = np.asarray(ll, dtype=i4)[order]
-        arrays["line_col"] = np.asarray(lc, dtype=i4)[order]
+        arrays["line_line"] = line_arr[order]
+        arrays["line_col"] = col_arr[order]
         syms = sorted(self.syms)
         arrays["sym_low"] = np.asarray([s[0] for s in syms], dtype=u8)
         arrays["sym_high"] = np.asarray([s[1] for s in syms], dtype=u8)

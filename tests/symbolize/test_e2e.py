@@ -350,3 +350,15 @@ def test_placeholders_and_signal_frames(tmp_path):
     assert "  [0] [NULL]" in out and "  [1] ???" in out and "[1] <signal handler called>" in out
     code, out, _ = run([write(tmp_path, "q.txt", "#0  f () at a.c:1\n#1  <signal handler called>\n")])
     assert code == 0  # a signal frame is not a failure
+
+
+def test_source_root_option_and_git_detection(builds, tmp_path, empty_debug_dir):
+    b = builds["gnu"]
+    path = write(tmp_path, "t.txt", b.outputs["trace"])
+    _, data = run_json([path, "--debug-dir", str(empty_debug_dir)])
+    assert {f["file"] for f in data["frames"] if f["module"] == "libasciichat.so"} == {"lib/lib.c"}
+    _, data = run_json([path, "--debug-dir", str(empty_debug_dir), "--source-root", str(b.root / "lib")])
+    assert {f["file"] for f in data["frames"] if f["module"] == "libasciichat.so"} == {"lib.c"}
+    # Outside the given root a path stays absolute rather than collapsing to a basename.
+    main_c = {f["file"] for f in data["frames"] if f["module"] == "ascii-chat" and f["function"] == "main"}
+    assert main_c == {str(b.root / "src" / "main.c")}

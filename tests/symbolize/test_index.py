@@ -221,3 +221,25 @@ def test_unreadable_input_exit_2(tmp_path):
     r = CliRunner().invoke(main, ["symbolize", str(tmp_path / "nope.txt")])
     assert r.exit_code == 2
     assert r.stderr.startswith("diag: error: cannot read")
+
+
+def test_parallel_unit_decoding_gives_the_same_index(tmp_path, monkeypatch):
+    from asciichat_diag.symbolize import build
+
+    d = tmp_path / "many"
+    d.mkdir()
+    for k in range(6):
+        (d / f"u{k}.c").write_text(SRC.replace("outer", f"outer{k}").replace("api", f"api{k}")
+                                   .replace("local_helper", f"lh{k}").replace("sink", f"sink{k}"))  # fmt: skip
+    out = d / "lib.so"
+    subprocess.run(["clang", "-g", "-O2", "-fPIC", "-shared", "-fuse-ld=lld", *[f"u{k}.c" for k in range(6)], "-o",
+                    str(out)], cwd=d, check=True)  # fmt: skip
+    img = parse_elf(str(out))
+    serial = build_elf_index(img, None)
+    monkeypatch.setenv("ASCIICHAT_DIAG_INDEX_JOBS", "2")
+    monkeypatch.setattr(build, "PARALLEL_MIN_INFO_BYTES", 0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    parallel = build_elf_index(img, None)
+    for name in serial.a:
+        assert serial.a[name].tolist() == parallel.a[name].tolist(), name
+    assert serial.names == parallel.names and serial.files == parallel.files
