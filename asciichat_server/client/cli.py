@@ -133,6 +133,8 @@ def _build_options(kw: dict) -> ClientOptions:
         target=target,
         width=kw["width"] or columns,
         height=kw["height"] or rows,
+        # Like the C client: without -x/-y on a terminal, a resize sends new CLIENT_CAPABILITIES.
+        follow_terminal=tty and not kw["snapshot"] and not (kw["width"] or kw["height"]),
         fps=kw["fps"],
         color_level=COLOR_LEVELS[color_name][0],
         render_mode=RENDER_MODES[kw["render_mode"]],

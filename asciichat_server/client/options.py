@@ -56,6 +56,7 @@ class ClientOptions:
     snapshot: bool = False
     snapshot_delay_s: float = 3.0
     send_video: bool = True
+    follow_terminal: bool = False  # track the terminal size (SIGWINCH) and re-send CLIENT_CAPABILITIES
     # Declare the server dead after this much silence (the server must send something every ~500 ms).
     silence_timeout_s: float = 5.0
     term_type: str = field(default_factory=lambda: os.environ.get("TERM", ""))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,6 +120,7 @@ class ClientSession:
         # A slow server (the C debug build needs seconds for its first frame) gets as long as --timeout.
         self._first_frame_timeout_s = max(SNAPSHOT_FIRST_FRAME_TIMEOUT_S, options.silence_timeout_s)
         self._source = self._make_source()
+        self._resize_tasks: set[asyncio.Task] = set()
 
     # -- video source -------------------------------------------------------------------------------
     def _make_source(self) -> Callable[[], np.ndarray]:
@@ -254,6 +257,20 @@ class ClientSession:
         else:
             log.debug("ignored packet type %d (%d bytes)", ptype, len(payload))
 
+    def _on_resize(self) -> None:
+        """SIGWINCH: if the terminal size changed, tell the server (the C client re-sends CLIENT_CAPABILITIES)."""
+        columns, rows = shutil.get_terminal_size((self.options.width, self.options.height))
+        if (columns, rows) == (self.options.width, self.options.height) or not self._opened.is_set():
+            return
+        self.options.width, self.options.height = columns, rows
+        log.debug("terminal resized to %dx%d", columns, rows)
+        caps = ClientCapabilities(**self.options.capabilities_fields())
+        self.conn.send(PacketType.CLIENT_CAPABILITIES, caps.encode())
+        self.display.request_clear()
+        task = asyncio.create_task(self._flush_quietly())
+        self._resize_tasks.add(task)
+        task.add_done_callback(self._resize_tasks.discard)
+
     async def _video_loop(self) -> None:
         await self._opened.wait()
         interval = 1.0 / self.options.fps
@@ -342,8 +359,12 @@ class ClientSession:
                 tasks.append(asyncio.create_task(self._video_loop(), name="video"))
             for task in tasks:
                 task.add_done_callback(self._task_done)
+            if self.options.follow_terminal:
+                asyncio.get_running_loop().add_signal_handler(signal.SIGWINCH, self._on_resize)
             return await self._done
         finally:
+            if self.options.follow_terminal:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGWINCH)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -362,3 +362,62 @@ def test_capture_log_line_text_and_json(server_factory, run_client, tmp_path) ->
     captures = [r for r in records if r["body"]["message"].startswith("[CAPTURE]")]
     assert captures and captures[0]["body"]["rate_interval_s"] == 5.0
     assert captures[0]["header"]["level"] == "DEBUG"
+
+
+def _set_winsize(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _frames_from_tty(data: bytes) -> list[list[str]]:
+    import re
+
+    text = data.decode("utf-8", "replace")
+    chunks = text.split("\x1b[H")[1:]
+    strip = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+    # The pty turns "\n" into "\r\n" (onlcr).
+    return [strip.sub("", chunk).replace("\r", "").rstrip("\n").split("\n") for chunk in chunks]
+
+
+def test_terminal_resize_resends_capabilities(server_factory) -> None:
+    server = server_factory()
+    leader, follower = pty.openpty()
+    _set_winsize(follower, 24, 80)
+    cmd = [sys.executable, "-m", "asciichat_server.client.cli", server.tcp, "--fps", "15", "--color-level", "none"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TERM="xterm")
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+    def read_until(predicate, timeout: float) -> bytes:
+        got = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not predicate(got):
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                got += os.read(leader, 65536)
+        return got
+
+    try:
+        before = read_until(lambda b: b.count(b"\x1b[H") >= 3, 15)
+        wide = _frames_from_tty(before)[-2]
+        assert max(len(line) for line in wide) > 40  # 80x24 terminal: a 16:9 picture 80 columns wide
+        _set_winsize(follower, 12, 40)
+        proc.send_signal(signal.SIGWINCH)
+
+        def narrow_seen(b: bytes) -> bool:
+            frames = _frames_from_tty(b)
+            return len(frames) >= 2 and max(len(line) for line in frames[-2]) <= 40
+
+        after = read_until(narrow_seen, 15)
+        assert narrow_seen(after), _frames_from_tty(after)[-2:]
+        assert b"\x1b[2J" in after  # cleared for the new size
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 0
