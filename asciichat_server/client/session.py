@@ -41,7 +41,7 @@ from asciichat_server.protocol import (
     StreamType,
 )
 
-__all__ = ["EXIT_FAILURE", "EXIT_OK", "ClientError", "ClientStats", "run_client"]
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "ClientError", "ClientSession", "ClientStats", "run_client"]
 
 log = logging.getLogger("asciichat.client")
 
@@ -247,10 +247,8 @@ class ClientSession:
             raise ClientError(f"server error {err.code}: {err.message}")
         elif ptype == PacketType.REMOTE_LOG:
             rlog = RemoteLog.decode(payload)
-            text = rlog.message if isinstance(rlog.message, str) else rlog.message.decode("utf-8", "replace")
-            self.stats.remote_logs.append(text)
-            level = _REMOTE_LEVELS[rlog.level] if 0 <= rlog.level < len(_REMOTE_LEVELS) else logging.INFO
-            log.log(level, "[server] %s", text)
+            self.stats.remote_logs.append(rlog.message)
+            log.log(_REMOTE_LEVELS[rlog.level], "[server] %s", rlog.message)  # decode() checked level 0..5
         elif ptype in (PacketType.AUDIO_OPUS_BATCH, PacketType.AUDIO_BATCH):
             # No audio output here; count it so tests and --log-level debug can see audio arrives.
             self.stats.audio_batches += 1
