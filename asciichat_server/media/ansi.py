@@ -77,8 +77,10 @@ def _indexed_table(color_level: int, background: bool) -> _Table:
 
 def luminance(pixels: np.ndarray) -> np.ndarray:
     """BT.601 8-bit luminance of an (..., 3) uint8 array, as the C renderer computes it."""
-    p = pixels.astype(np.int32)
-    return (77 * p[..., 0] + 150 * p[..., 1] + 29 * p[..., 2] + 128) >> 8
+    y = 77 * pixels[..., 0].astype(np.int32)
+    y += 150 * pixels[..., 1].astype(np.int32)
+    y += 29 * pixels[..., 2].astype(np.int32) + 128
+    return y >> 8
 
 
 def _nearest_level(v: np.ndarray) -> np.ndarray:
@@ -94,13 +96,15 @@ _GREY_K = np.clip((_V - 3) // 10, 0, 23)  # grey levels 8 + 10k: (avg - 3) // 10
 
 def rgb_to_256(pixels: np.ndarray) -> np.ndarray:
     """xterm 256-colour index: nearest of the 6x6x6 cube (16..231) and the grey ramp (232..255)."""
-    qi = _CUBE_INDEX[pixels]
-    cube_err = _CUBE_ERR[pixels].sum(-1)
-    cube_index = 16 + 36 * qi[..., 0] + 6 * qi[..., 1] + qi[..., 2]
-    p = pixels.astype(np.int32)
-    grey_k = _GREY_K[p.sum(-1) // 3]
-    diff = p - (8 + 10 * grey_k)[..., None]
-    grey_err = (diff * diff).sum(-1)
+    # Channel-wise lookups and explicit sums: reductions over a length-3 axis are slow in numpy.
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    cube_err = _CUBE_ERR[r] + _CUBE_ERR[g] + _CUBE_ERR[b]
+    cube_index = 16 + 36 * _CUBE_INDEX[r] + 6 * _CUBE_INDEX[g] + _CUBE_INDEX[b]
+    ri, gi, bi = r.astype(np.int32), g.astype(np.int32), b.astype(np.int32)
+    grey_k = _GREY_K[(ri + gi + bi) // 3]
+    grey = 8 + 10 * grey_k
+    dr, dg, db = ri - grey, gi - grey, bi - grey
+    grey_err = dr * dr + dg * dg + db * db
     return np.where(grey_err < cube_err, 232 + grey_k, cube_index)
 
 
@@ -115,11 +119,10 @@ def rgb_to_16(pixels: np.ndarray) -> np.ndarray:
 
 def _changed(codes: np.ndarray) -> np.ndarray:
     """True where a cell's colour differs from the previous cell of its row (first cell always)."""
-    out = np.ones(codes.shape[:2], dtype=bool)
-    if codes.ndim == 3:
-        out[:, 1:] = (codes[:, 1:] != codes[:, :-1]).any(-1)
-    else:
-        out[:, 1:] = codes[:, 1:] != codes[:, :-1]
+    if codes.ndim == 3:  # RGB: compare one packed integer per cell rather than reducing over channels
+        codes = (codes[..., 0].astype(np.int32) << 16) | (codes[..., 1].astype(np.int32) << 8) | codes[..., 2]
+    out = np.ones(codes.shape, dtype=bool)
+    np.not_equal(codes[:, 1:], codes[:, :-1], out=out[:, 1:])
     return out
 
 
