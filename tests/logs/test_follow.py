@@ -59,7 +59,12 @@ def test_follow_survives_truncation_hole_partial_line_rotation_and_recreation(tm
     as_json = diag_logs([*common, "--json"], json_out)
     for out in (plain_out, json_out):  # both are waiting before the file exists, as tail -F would
         wait_for(out.with_suffix(".err"), "waiting for it")
-    subprocess.run([sys.executable, str(WRITER), "follow", str(log), str(expected_path), "0.4"], check=True, timeout=90)
+    sync = tmp_path / "followers-caught-up"
+    writer = subprocess.Popen([sys.executable, str(WRITER), "follow", str(log), str(expected_path), "0.4", str(sync)])
+    for out in (plain_out, json_out):  # the rotated file must be seen before the writer deletes it
+        wait_for(out, "[WS_FRAG] after rotation 4", timeout=60)
+    sync.touch()
+    assert writer.wait(timeout=90) == 0
     for out in (plain_out, json_out):
         wait_for(out, "[DONE] writer finished")
     time.sleep(0.2)

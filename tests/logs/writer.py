@@ -147,7 +147,7 @@ def burst(log: CLog, n: int, tag: str = "WS_TIMING") -> None:
         log.maybe_rotate()
 
 
-def scenario_follow(log: CLog, pause: float) -> None:
+def scenario_follow(log: CLog, pause: float, sync: str | None = None) -> None:
     # run 1: a few tagged records, one with continuation lines, the release form, a rate-limited site
     log.record("INFO", None, "WebSocket server initialized on port 27226")
     log.record("INFO", REASM, "✅ [WS_REASSEMBLE] COMPLETE: 3 fragments", cont=("Signal: 11", "  at frame 2"))
@@ -180,8 +180,14 @@ def scenario_follow(log: CLog, pause: float) -> None:
     for i in range(5):
         log.record("INFO", WS_FILE, f"[WS_FRAG] after rotation {i}")
     # Like tail -F, a poller only sees a file that lives at the name for at least one poll
-    # (plus the time to chew through the 3 MiB burst on a busy CI machine).
-    time.sleep(pause * 4)
+    # (plus the time to chew through the 3 MiB burst on a busy machine): with a sync file,
+    # wait until the test says every follower has printed the lines above.
+    if sync:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(sync) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    else:
+        time.sleep(pause * 4)
     # delete and recreate
     os.unlink(log.path)
     log.events.append("deleted")
@@ -234,7 +240,9 @@ def main() -> None:
     log = CLog(path)
     try:
         if scenario == "follow":
-            scenario_follow(log, float(sys.argv[4]) if len(sys.argv) > 4 else 0.4)
+            scenario_follow(
+                log, float(sys.argv[4]) if len(sys.argv) > 4 else 0.4, sys.argv[5] if len(sys.argv) > 5 else None
+            )
         elif scenario == "rates":
             scenario_rates(log, float(sys.argv[4]) if len(sys.argv) > 4 else 2.0)
         else:
