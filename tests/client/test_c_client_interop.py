@@ -1,4 +1,5 @@
-"""The real C ascii-chat client (c41) against our server, when ASCIICHAT_C_BINARY names a built `ascii-chat`.
+"""The real C ascii-chat (c41) against our code, when ASCIICHAT_C_BINARY names a built `ascii-chat`:
+its client against our server, and our client against its server.
 
 The C program announces itself by mDNS and looks for updates, so it only ever runs inside a private
 network namespace (`unshare -n`, loopback only) together with our server.
@@ -87,3 +88,61 @@ def test_c_client_snapshot_from_our_server(tmp_path, server_args: list[str], cli
     assert all(len(line) <= 80 for line in first)
     assert len(set("".join(first)) - {" "}) >= 2, out[:400]
     assert "protocol error" not in result["server_log"].lower()
+
+
+# Our client against the C server, in one namespace. The c41 Dev server needs seconds to start and to
+# render (several seconds for its first frame on 2 cores), hence the low fps and long timeouts.
+DRIVER_C_SERVER = r"""
+import json, os, subprocess, sys, time
+c_binary, root, home, server_args, client_args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+env = dict(os.environ, HOME=home)
+out = open(os.path.join(home, "c-server.log"), "w")
+server = subprocess.Popen([c_binary, "--no-check-update", "--log-level", "info", "server", *json.loads(server_args)],
+                          env=env, stdout=out, stderr=subprocess.STDOUT)
+try:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = open(os.path.join(home, "c-server.log"), errors="replace").read()
+        if "WebSocket server starting event loop" in text:
+            break
+        time.sleep(0.2)
+    time.sleep(1)
+    client = subprocess.run([sys.executable, "-m", "asciichat_server.client.cli", *json.loads(client_args),
+                             "--test-pattern", "--snapshot", "--snapshot-delay", "1", "-x", "80", "-y", "24",
+                             "--color-level", "none", "--fps", "2", "--timeout", "40"],
+                            cwd=root, capture_output=True, text=True, timeout=120)
+    print(json.dumps({"rc": client.returncode, "stdout": client.stdout, "stderr": client.stderr[-3000:]}))
+finally:
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+"""
+
+
+@pytest.mark.parametrize(
+    ("server_args", "client_args"),
+    [
+        (["--port", "27224", "--no-encrypt"], ["127.0.0.1:27224", "--no-encrypt"]),
+        (["--port", "27224", "--websocket-port", "27226"], ["ws://127.0.0.1:27226/"]),
+    ],
+    ids=["tcp-plaintext", "ws-encrypted"],
+)
+def test_our_client_snapshot_from_c_server(tmp_path, server_args: list[str], client_args: list[str]) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = ["unshare", "-n", sys.executable, "-c", DRIVER_C_SERVER, C_BINARY, str(ROOT), str(home)]
+    cmd += [json.dumps(server_args), json.dumps(client_args)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["rc"] == 0, result["stderr"]
+    lines = result["stdout"].rstrip("\n").split("\n")
+    assert 1 <= len(lines) <= 24
+    # The C renderer may shorten runs with REP (ESC[<n>b) and ends lines with ESC[0m; count visible text.
+    visible = [line.split("\x1b[")[0] for line in lines]
+    assert max(len(line) for line in visible) <= 80
+    assert len(set("".join(visible)) - {" "}) >= 5
