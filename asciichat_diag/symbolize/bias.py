@@ -25,6 +25,7 @@ class BiasGuess:
     runner_up: int  # hits of the second-best bias
     confidence: str  # high | medium | low
     fitting: frozenset[int]  # addresses that land after a call under this bias
+    alternatives: tuple[tuple[int, int], ...] = ()  # (bias, hits) of the best few candidates, best first
 
     @property
     def ambiguous(self) -> bool:
@@ -113,7 +114,7 @@ def recover_bias(sites: CallSiteMap, addresses: list[int]) -> BiasGuess | None:
         votes.update(int(b) for b in biases if b >= 0)
     if not votes:
         return None
-    ranked = votes.most_common(2)
+    ranked = votes.most_common(4)
     bias, hits = ranked[0]
     runner = ranked[1][1] if len(ranked) > 1 else 0
     total = len(addresses)
@@ -124,4 +125,20 @@ def recover_bias(sites: CallSiteMap, addresses: list[int]) -> BiasGuess | None:
         confidence = "medium"
     else:
         confidence = "low"
-    return BiasGuess(bias, hits, total, runner, confidence, fitting)
+    return BiasGuess(bias, hits, total, runner, confidence, fitting, tuple(ranked))
+
+
+def with_bias(guess: BiasGuess, sites: CallSiteMap, addresses: list[int], bias: int) -> BiasGuess:
+    """The same guess re-centred on another candidate bias (after a tie-break)."""
+    hits = dict(guess.alternatives).get(bias, 0)
+    others = [h for b, h in guess.alternatives if b != bias]
+    fitting = frozenset(a for a in set(addresses) if sites.is_after_call(a - bias))
+    return BiasGuess(bias, hits, guess.total, max(others, default=0), guess.confidence, fitting, guess.alternatives)
+
+
+def direct_call_target(read: callable, ret_vaddr: int) -> int | None:
+    """Target of an E8 rel32 call that returns to `ret_vaddr`, if that is how the call was made."""
+    raw = read(ret_vaddr - 5, 5)
+    if not raw or len(raw) != 5 or raw[0] != 0xE8:
+        return None
+    return ret_vaddr + int.from_bytes(raw[1:], "little", signed=True)

@@ -77,6 +77,17 @@ class Module:
                 return e.start - start
         return None
 
+    def in_stubs(self, vaddr: int) -> bool:
+        """Is `vaddr` in a PLT (ELF) or __stubs (Mach-O) section, where calls to other images go first?"""
+        if self.kind == "elf":
+            for name in (".plt", ".plt.sec", ".plt.got", ".iplt"):
+                sec = self.img.sections.get(name)
+                if sec is not None and sec.addr <= vaddr < sec.addr + sec.size:
+                    return True
+            return False
+        stubs = self.img.sections.get("__stubs")
+        return stubs is not None and stubs[1] <= vaddr < stubs[1] + stubs[3]
+
     def call_sites(self):
         if self._sites is None:
             from asciichat_diag.symbolize.bias import CallSiteMap

@@ -11,6 +11,7 @@ signal (the frame after the trampoline), gdb's frame 0 and sanitizer frames (alr
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -257,7 +258,7 @@ class Resolver:
                 for w in ws:
                     w.vaddr = w.frame.address - mod.bias
                 continue
-            guess = self._guess(mod, [w.frame.address for w in ws if w.frame.return_address])
+            guess = self._guess(mod, [w.frame.address for w in ws if w.frame.return_address], ws)
             guesses[real] = guess
             if guess is None:
                 for w in ws:
@@ -302,10 +303,11 @@ class Resolver:
             if len(fits) > 1:
                 w.ambiguous = [(m2, a - g2.bias) for m2, g2 in fits]
 
-    def _guess(self, mod: Module, addresses: list[int]) -> biasmod.BiasGuess | None:
+    def _guess(self, mod: Module, addresses: list[int], ws: list[_Work] | None = None) -> biasmod.BiasGuess | None:
         if not addresses:
             return None
-        guess = biasmod.recover_bias(mod.call_sites(), addresses)
+        sites = mod.call_sites()
+        guess = biasmod.recover_bias(sites, addresses)
         if guess is None:
             self.reports[mod.name] = ModuleReport(mod.name, mod.path, None, "none", None, "no load bias fits")
             return None
@@ -313,12 +315,40 @@ class Resolver:
             f"{guess.hits}/{guess.total} return addresses land right after a call; "
             f"next best bias fits {guess.runner_up}/{guess.total}"
         )
+        pairs = _adjacent_pairs(ws or [])
+        if pairs:
+            # Second witness: a direct call made by frame i+1 must land in frame i's function.
+            scores = {b: self._callee_score(mod, pairs, b) for b, h in guess.alternatives if h == guess.hits}
+            best = max(scores, key=lambda b: (scores[b][0], b == guess.bias))
+            if best != guess.bias:
+                guess = biasmod.with_bias(guess, sites, addresses, best)
+            ok, direct = scores[best]
+            if direct:
+                detail += f"; {ok}/{direct} direct calls land in the next-inner frame's function"
+                if ok == direct and guess.confidence == "medium" and guess.runner_up < guess.hits:
+                    guess = biasmod.BiasGuess(guess.bias, guess.hits, guess.total, guess.runner_up, "high",
+                                              guess.fitting, guess.alternatives)  # fmt: skip
         mod.bias, mod.bias_source = guess.bias, "recovered"
         self.reports[mod.name] = ModuleReport(mod.name, mod.path, guess.bias, "recovered", guess.confidence, detail)
         self.notes.append(f"{mod.name}: recovered load bias {guess.bias:#x} ({guess.confidence} confidence: {detail})")
         if guess.ambiguous:
             self.notes.append(f"{mod.name}: [CONFLICT!] two load biases fit equally well; answers may be wrong")
         return guess
+
+    def _callee_score(self, mod: Module, pairs: list[tuple[int, int]], bias: int) -> tuple[int, int]:
+        """(calls that target the inner frame's function, direct calls seen) under `bias`."""
+        idx = self.index_of(mod)
+        ok = direct = 0
+        for inner_addr, outer_addr in pairs:
+            target = biasmod.direct_call_target(mod.img.read_vaddr, outer_addr - bias)
+            if target is None or mod.in_stubs(target):
+                continue  # indirect, or through the PLT: the callee's name is not at the target
+            direct += 1
+            callee = idx.lookup(target)[0]
+            inner = idx.lookup(inner_addr - bias - 1)[0]
+            if callee and inner and callee[-1].function and callee[-1].function == inner[-1].function:
+                ok += 1
+        return ok, direct
 
     def _trampolines(self, work: list[_Work]) -> None:
         """Find signal trampolines; the frame after one is the interrupted PC (no −1)."""
@@ -471,6 +501,19 @@ class Resolver:
             lookup_address=f"{w.lookup:#x}" if w.lookup is not None else None,
             note=note,
         )
+
+
+def _adjacent_pairs(ws: list[_Work]) -> list[tuple[int, int]]:
+    """(inner address, outer address) for frames of one trace that sit next to each other."""
+    out = []
+    for a, b in itertools.pairwise(ws):
+        fa, fb = a.frame, b.frame
+        if fa.trace != fb.trace or not fb.return_address or fa.address is None or fb.address is None:
+            continue
+        if fa.index is not None and fb.index is not None and fb.index != fa.index + 1:
+            continue
+        out.append((fa.address, fb.address))
+    return out
 
 
 def _same_build_id(printed: str, actual: str) -> bool:

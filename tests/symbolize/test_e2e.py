@@ -199,6 +199,10 @@ def test_bias_recovery_without_maps(builds, name, tmp_path, empty_debug_dir):
     assert mods["libasciichat.so"]["bias_source"] == "recovered"
     assert mods["libasciichat.so"]["bias"] == lib_bias
     assert mods["libasciichat.so"]["confidence"] == "high"
+    # The second witness: a direct call made by an outer frame lands in the inner frame's function
+    # (main -> dup_symbol in the executable; the library's calls go through its PLT and are not counted).
+    m = re.search(r"(\d+)/(\d+) direct calls land in the next-inner frame's function", mods["ascii-chat"]["detail"])
+    assert m and m[1] == m[2] and int(m[2]) >= 1
     assert any("recovered load bias" in n and "libasciichat.so" in n for n in data["notes"])
     # Bare addresses, no module names: each address is attributed to the image whose bias fits it.
     bare = "\n".join(x.split("] ", 1)[0] + "] " + x.rsplit(" ", 1)[1] for x in named)
@@ -362,3 +366,41 @@ def test_source_root_option_and_git_detection(builds, tmp_path, empty_debug_dir)
     # Outside the given root a path stays absolute rather than collapsing to a basename.
     main_c = {f["file"] for f in data["frames"] if f["module"] == "ascii-chat" and f["function"] == "main"}
     assert main_c == {str(b.root / "src" / "main.c")}
+
+
+def _run_with_stderr_pty(args: list[str], env: dict) -> tuple[int, bytes, bytes]:
+    import pty
+    import sys
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "asciichat_diag.cli", "symbolize", *args],
+                            stdout=subprocess.PIPE, stderr=slave, env=env)  # fmt: skip
+    os.close(slave)
+    out = proc.stdout.read()
+    proc.wait(timeout=60)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(master)
+    return proc.returncode, out, err
+
+
+def test_progress_bar_only_on_a_terminal_and_only_when_cold(builds, tmp_path, empty_debug_dir):
+    b = builds["lld"]
+    path = write(tmp_path, "t.txt", b.outputs["trace"])
+    env = dict(os.environ, ASCIICHAT_DIAG_CACHE_DIR=str(tmp_path / "cache"))
+    args = [path, "--json", "--debug-dir", str(empty_debug_dir)]
+    _, out_cold, err_cold = _run_with_stderr_pty(args, env)
+    assert b"indexing" in err_cold and b"libasciichat.so" in err_cold
+    _, out_warm, err_warm = _run_with_stderr_pty(args, env)
+    assert b"indexing" not in err_warm  # the cache answered
+    assert out_warm == out_cold
+    piped = subprocess.run([__import__("sys").executable, "-m", "asciichat_diag.cli", "symbolize", *args, "--no-cache"],
+                           capture_output=True, env=env)  # fmt: skip
+    assert piped.stderr == b"" and piped.stdout == out_cold
