@@ -119,3 +119,46 @@ def test_line_view_marks_gaps_at_a_rate_limit(rates_run: tuple[Path, dict]) -> N
     server_notes = [r["rate_note"] for r in records if r["file"] == SERVER_FLOW.split(":")[0] and "rate_note" in r]
     assert server_notes and all(n["declared"] for n in server_notes)
     assert sum(n["reported_suppressed"] or 0 for n in server_notes) > 0
+
+
+def test_tcp_and_ws_lifecycles_from_our_server_lines(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from asciichat_diag.logs.cli import logs
+
+    site = "[tid:1] asciichat_server/room.py:296@serve():"
+    log = tmp_path / "server.log"
+    log.write_text(
+        f"[10:00:00.000000] [DEBUG] {site} [TCP_CONNECT] id=1 peer=127.0.0.1:50001 slot=0 clients=1/9\n"
+        f"[10:00:00.500000] [DEBUG] {site} [WS_CONNECT] peer=[::1]:50002, path=/, subprotocol=acip, open=1\n"
+        f"[10:00:02.250000] [DEBUG] {site} [TCP_DISCONNECT] id=1 peer=127.0.0.1:50001 cleanup=done active=true "
+        "reason=peer closed the connection duration=2.25s clients=0/9\n"
+        f"[10:00:03.000000] [DEBUG] {site} [WS_DISCONNECT] Client disconnecting (id=2, cleanup=done, active=false, "
+        "reason=client sent close (1000), peer=[::1]:50002, duration=2.50s, open=0) [every=1s suppressed=0]\n"
+        f"[10:00:04.000000] [DEBUG] {site} [WS_DISCONNECT] Client disconnecting (id=-, cleanup=cancelled, "
+        "active=true, reason=server shutdown, peer=[::1]:50009, duration=9.00s, open=0)\n"
+        f"[10:00:05.000000] [DEBUG] {site} [WS_CONNECT] peer=[::1]:50010, path=/, subprotocol=acip, open=1 "
+        "[every=1s suppressed=4]\n"
+    )
+    result = CliRunner().invoke(logs, [str(log), "--summary", "--json"])
+    summary = json.loads(result.output)
+    sessions = summary["ws_sessions"]
+    tcp, ws, before_log, still_open = sessions
+    assert (tcp["transport"], tcp["client_id"], tcp["reason"], tcp["duration_s"]) == (
+        "TCP",
+        "1",
+        "peer closed the connection",
+        2.25,
+    )
+    assert (ws["transport"], ws["peer"], ws["client_id"], ws["reason"]) == (
+        "WS",
+        "[::1]:50002",
+        "2",
+        "client sent close (1000)",
+    )
+    assert ws["duration_s"] == 2.5 and ws["state"] == "closed"
+    assert (
+        before_log["state"] == "disconnect-only" and before_log["client_id"] is None and before_log["duration_s"] == 9.0
+    )
+    assert still_open["state"] == "open" and still_open["disconnected"] is None
+    assert summary["suppressed_connect_lines"] == 4
