@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from .constants import (
@@ -94,21 +95,23 @@ class PacketDecoder:
 
     Every limit is checked on the header before the payload is buffered, and the magic is checked
     byte by byte as it arrives, so a non-ACIP peer is rejected after its first wrong byte. After a
-    ProtocolError the decoder stays failed.
+    ProtocolError the decoder stays failed. Iterating the decoder yields one packet at a time, so a
+    caller may change `max_payload` between packets.
     """
 
     def __init__(self, max_payload: int = MAX_PAYLOAD, *, max_interleaved: int = 0) -> None:
         # May be changed between packets (a connection tightens it during its handshake).
         self.max_payload = max_payload
-        # Both C peers write a packet's header and payload with two send() calls outside any lock, so
-        # another thread's whole packet can land in between (seen against the real c41 server). With
-        # max_interleaved > 0 a header found where an ENCRYPTED payload should start is read as that
-        # inserted packet, up to this depth; the suspended packet resumes after it. Off by default.
+        # Both C peers write an ENCRYPTED packet's header and payload with two send() calls outside
+        # any lock, so two threads' writes interleave (seen against the real c41 server: hA hB pB pA
+        # and hB hA pA pB). With max_interleaved > 0, headers found back to back where an ENCRYPTED
+        # payload should start (up to this many extra) are collected, and the payloads that follow
+        # are matched to them by CRC. Off by default: a plain decoder is strict.
         self.max_interleaved = max_interleaved
         self._buf = bytearray()
         self._pos = 0
-        self._header: Header | None = None
-        self._suspended: list[Header] = []
+        self._pending: list[Header] = []
+        self._ready: list[Packet] = []
         self._error: ProtocolError | None = None
 
     @property
@@ -149,33 +152,61 @@ class PacketDecoder:
         if self._error is not None:
             raise ProtocolError(f"decoder already failed: {self._error.reason}", self._error.error_code)
 
+    def _read_header(self, pos: int) -> None:
+        self._pending.append(parse_header(bytes(self._buf[pos : pos + HEADER_SIZE]), self.max_payload))
+        self._pos = pos + HEADER_SIZE
+
     def _next(self) -> Packet | None:
+        if self._ready:
+            return self._ready.pop(0)
         while True:
             buf, pos = self._buf, self._pos
-            if self._header is None:
-                available = len(buf) - pos
+            available = len(buf) - pos
+            if not self._pending:
                 if available < HEADER_SIZE:
                     prefix = buf[pos : pos + min(available, len(MAGIC_BYTES))]
                     if not MAGIC_BYTES.startswith(prefix):
                         raise ProtocolError(f"bad magic: stream starts with {bytes(prefix).hex()}")
                     return None
-                self._header = parse_header(bytes(buf[pos : pos + HEADER_SIZE]), self.max_payload)
-                pos = self._pos = pos + HEADER_SIZE
-            header = self._header
-            # Only ENCRYPTED packets are written in two calls by the C senders (plaintext ones go out in
-            # one), and their payload (≥ 40 bytes) holds the 8 bytes needed to decide.
-            if header.type == PacketType.ENCRYPTED and len(self._suspended) < self.max_interleaved:
-                start = bytes(buf[pos : pos + len(MAGIC_BYTES)])
-                if len(start) < len(MAGIC_BYTES):
-                    return None  # cannot yet tell a payload from an inserted header
-                if start == MAGIC_BYTES:
-                    self._suspended.append(header)
-                    self._header = None
+                self._read_header(pos)
+                continue
+            # ENCRYPTED payloads are at least 40 bytes, so the 8 bytes that decide are always part of the
+            # packet; plaintext packets are written in one call and never checked.
+            if self._pending[0].type == PacketType.ENCRYPTED and len(self._pending) <= self.max_interleaved:
+                if available < len(MAGIC_BYTES):
+                    return None
+                if buf[pos : pos + len(MAGIC_BYTES)] == MAGIC_BYTES:
+                    if available < HEADER_SIZE:
+                        return None
+                    self._read_header(pos)
                     continue
-            if len(buf) - pos < header.length:
+            total = sum(h.length for h in self._pending)
+            if available < total:
                 return None
-            payload = bytes(buf[pos : pos + header.length])
-            self._pos = pos + header.length
-            self._header = self._suspended.pop() if self._suspended else None
-            _check_crc(header, payload)
-            return Packet(header.type, payload, header.client_id)
+            region = bytes(buf[pos : pos + total])
+            headers, self._pending = self._pending, []
+            self._pos = pos + total
+            packets = _match_payloads(headers, region)
+            self._ready = packets[1:]
+            return packets[0]
+
+
+def _match_payloads(headers: list[Header], region: bytes) -> list[Packet]:
+    """Split `region` among `headers`: in order for one header, else the order whose CRCs all match."""
+    if len(headers) == 1:
+        (header,) = headers
+        _check_crc(header, region)
+        return [Packet(header.type, region, header.client_id)]
+    for order in itertools.permutations(headers):
+        packets, offset = [], 0
+        for header in order:
+            payload = region[offset : offset + header.length]
+            offset += header.length
+            if header.length and crc32c(payload) != header.crc32:
+                break
+            packets.append(Packet(header.type, payload, header.client_id))
+        else:
+            return packets
+    raise ProtocolError(
+        f"CRC mismatch: {len(headers)} headers arrived back to back and no order of the payloads that follow matches"
+    )

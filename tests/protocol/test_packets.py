@@ -248,6 +248,33 @@ def test_real_c41_interleaved_stream_is_untangled(chunk: int) -> None:
     assert sum(len(p.payload) + HEADER_SIZE for p in packets) == len(data)
 
 
+TWO_HEADERS = Path(__file__).resolve().parent / "data" / "c41-server-two-headers.bin"
+
+
+def test_real_c41_back_to_back_headers_are_matched_to_their_payloads() -> None:
+    # Another real failure: two threads wrote their headers, then their payloads (hB hA pB pA).
+    data = TWO_HEADERS.read_bytes()
+    with pytest.raises(ProtocolError, match="CRC mismatch"):
+        PacketDecoder().feed(data)
+    packets = _feed_bytewise_with(PacketDecoder(max_interleaved=2), data)
+    assert [len(p.payload) for p in packets] == [627, 627, 627, 62]
+    assert sum(len(p.payload) + HEADER_SIZE for p in packets) == len(data)
+
+
+def _feed_bytewise_with(decoder: PacketDecoder, data: bytes) -> list[Packet]:
+    out: list[Packet] = []
+    for i in range(len(data)):
+        out += decoder.feed(data[i : i + 1])
+    assert decoder.buffered == 0
+    return out
+
+
+def test_back_to_back_headers_whose_payloads_match_no_order_are_refused() -> None:
+    a, b = _encrypted(1, 100), _encrypted(2, 70)
+    with pytest.raises(ProtocolError, match="no order"):
+        PacketDecoder(max_interleaved=2).feed(a[:22] + b[:22] + b"\xff" * 170)
+
+
 def _encrypted(n: int, size: int) -> bytes:
     return encode_packet(PacketType.ENCRYPTED, bytes([n]) * size)
 
