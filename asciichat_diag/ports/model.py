@@ -98,7 +98,7 @@ class WsProbe:
     """WebSocket upgrade with subprotocol `acip` and the first message the server sends."""
 
     url: str
-    status: str  # upgraded | http_error | refused | timeout | error
+    status: str  # upgraded | http_error | not_http | refused | timeout | unavailable | error
     ms: float
     http_status: int | None = None
     subprotocol: str | None = None

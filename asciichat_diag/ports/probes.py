@@ -138,6 +138,8 @@ async def acip_probe(address: str, port: int, timeout_s: float) -> AcipProbe:
                 result.status = "not_acip"
                 result.answered = True
                 result.detail = f"something answered, but not ACIP (no ACIP magic); first bytes {raw_seen[:16]!r}"
+                if raw_seen.startswith(b"HTTP/"):
+                    result.detail += " - an HTTP server: for ascii-chat's WebSocket port use --ws"
                 break
             try:
                 packets = decoder.feed(chunk)
@@ -286,6 +288,15 @@ async def ws_probe(address: str, port: int, timeout_s: float, path: str = "/") -
         result.detail = f"upgrade refused: HTTP {exc.status} {exc.message}"
     except aiohttp.ClientConnectorError as exc:
         result.status, result.detail = _classify(exc.os_error)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError) as exc:
+        # no HTTP answer at all: the peer closed, or sent bytes that are not a status line
+        result.status = "not_http"
+        what = (
+            "closed without an HTTP answer"
+            if isinstance(exc, aiohttp.ServerDisconnectedError)
+            else ("answered with something that is not HTTP")
+        )
+        result.detail = f"the server {what}: a raw TCP port? for ascii-chat's TCP port use --acip"
     except Exception as exc:
         result.status, result.detail = _classify(exc)
         if result.status == "error" and isinstance(exc, aiohttp.ClientError):

@@ -14,13 +14,35 @@ import pytest
 from asciichat_diag.ports.sockdiag import dump_tcp
 
 
-def free_port(both_families: bool = True) -> int:
-    """A port that is free on 127.0.0.1 (and ::1), with no TIME_WAIT from earlier tests on it."""
+def free_port(both_families: bool = True, outside_ephemeral: bool = False) -> int:
+    """A port that is free on 127.0.0.1 (and ::1), with no TIME_WAIT from earlier tests on it.
+
+    outside_ephemeral: for servers that must bind it a while later; inside the ephemeral range any
+    outgoing connection on this busy host may take the port first (the FIX_IDEAS "run 2" failure).
+    """
+    import random
+
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low = int(fh.read().split()[0])
+    except (OSError, ValueError):
+        pass
     for _ in range(200):
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()
+        if outside_ephemeral:
+            port = random.randrange(max(1024, low - 12000), low)
+            probe = socket.socket()
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            finally:
+                probe.close()
+        else:
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+            probe.close()
         if both_families:
             v6 = socket.socket(socket.AF_INET6)
             v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

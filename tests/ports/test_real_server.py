@@ -26,8 +26,8 @@ def _listening(port: int) -> int:
 
 
 def start_server(net, *extra: str) -> tuple[subprocess.Popen, int, int]:
-    port = net.free_port()
-    ws_port = net.free_port()
+    port = net.free_port(outside_ephemeral=True)
+    ws_port = net.free_port(outside_ephemeral=True)
     args = [*SERVER, "--port", str(port), "--websocket-port", str(ws_port), "--log-level", "warn", *extra]
     if not os.path.exists(SERVER[0]):
         args = [sys.executable, "-m", "asciichat_server.cli", *args[1:]]
@@ -94,3 +94,12 @@ def test_real_server_plaintext_does_not_want_encryption(net) -> None:
     assert data["acip"]["status"] == "acip"
     assert data["acip"]["wants_encryption"] is False
     assert code == 0
+
+
+def test_real_server_wrong_probe_for_each_port_says_which_to_use(server) -> None:
+    _proc, port, ws_port = server
+    _code, data = diag_json("ports", str(ws_port), "--acip", "--timeout", "5")
+    assert data["acip"]["status"] == "not_acip" and "use --ws" in data["acip"]["detail"]
+    code, data = diag_json("ports", str(port), "--ws", "--timeout", "5")
+    assert data["ws"]["status"] == "not_http" and "use --acip" in data["ws"]["detail"]
+    assert code == 1
