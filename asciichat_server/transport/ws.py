@@ -82,6 +82,9 @@ _CLOSE_CODES = {
     "auth failed": CLOSE_POLICY_VIOLATION,
     "send queue overflow": CLOSE_POLICY_VIOLATION,
 }
+# Interleaved whole messages held back while one fragmented message is open, at most (beyond
+# this the peer gets aiohttp's protocol error): plenty for c41's PINGs and audio batches.
+MAX_HELD_BYTES = 1024 * 1024
 # After the gap timer expires, how long to let the loop poll its sockets before dropping the message.
 _CONFIRM_DELAY_S = 0.01
 # A close frame's payload is at most 125 bytes: 2 for the code, the rest for the reason.
@@ -102,54 +105,82 @@ class FrameScanner:
     so this scanner reads the same bytes in parallel to learn when a data message is in flight,
     how many fragments it has and how many payload bytes arrived. Control frames (ping, pong,
     close) may sit between fragments and are not progress of the message.
+
+    It also spots the one framing fault real peers commit: c41's native client sends from two
+    threads, so a whole single-frame message (BINARY with FIN) can land between the fragments of
+    a large one (RFC 6455 5.4 forbids it; aiohttp would close the connection). Such frames are
+    reported in ``held`` so the caller can hand them on after the fragmented message.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hold_interleaved: bool = True, max_held_bytes: int = MAX_HELD_BYTES) -> None:
+        self.hold_interleaved = hold_interleaved
+        self.max_held_bytes = max_held_bytes
         self._header = bytearray()
         self._header_needed = 2
         self._payload_left = 0
         self._frame_is_data = False
         self._frame_fin = False
         self._in_frame = False
+        self._holding = False  # the current frame is an interleaved whole message
+        self._held_bytes = 0  # bytes held since the fragmented message began
         #: True from the first header byte of a data frame until its final frame's last byte.
         self.in_message = False
         #: Data frames (first + continuations) of the message in flight.
         self.fragments = 0
         #: Payload bytes of the message in flight received so far.
         self.size = 0
-        #: Whole data messages seen since creation.
+        #: Whole data messages seen since creation (interleaved ones not included).
         self.messages = 0
         #: (fragments, payload bytes) of the last whole message.
         self.last_message = (0, 0)
+        #: Whole messages found inside fragmented ones since creation.
+        self.interleaved = 0
+        #: After feed(): (start, end) ranges of the chunk that belong to interleaved messages.
+        self.held: list[tuple[int, int]] = []
+        #: After feed(): offsets in the chunk where a fragmented message that had messages held
+        #: inside it ended (where the held bytes belong).
+        self.release_at: list[int] = []
 
     def feed(self, data: bytes) -> bool:
         """Consume ``data``; True when some of it belonged to the data message in flight."""
+        self.held = []
+        self.release_at = []
         progress = False
         view = memoryview(data)
         pos = 0
         end = len(view)
         while pos < end:
-            if not self._in_frame:
+            # Each pass handles bytes of one frame only: (the rest of) its header, then payload.
+            before = pos
+            ready = self._in_frame
+            if not ready:
                 take = min(self._header_needed - len(self._header), end - pos)
                 if not self._header:
                     self._start_frame(view[pos])
                 self._header += view[pos : pos + take]
                 pos += take
-                if self._frame_is_data:
-                    progress = True
-                if len(self._header) < self._header_needed:
-                    continue
-                if not self._header_complete():
-                    continue
-            take = min(self._payload_left, end - pos)
-            pos += take
-            self._payload_left -= take
-            if self._frame_is_data and take:
-                self.size += take
+                ready = len(self._header) >= self._header_needed and self._header_complete()
+            counts = self._frame_is_data and not self._holding
+            if ready:
+                take = min(self._payload_left, end - pos)
+                pos += take
+                self._payload_left -= take
+                if counts:
+                    self.size += take
+            if counts and pos > before:
                 progress = True
-            if self._payload_left == 0:
-                self._end_frame()
+            if self._holding and pos > before:
+                self._hold(before, pos)
+            if ready and self._payload_left == 0:
+                self._end_frame(pos)
         return progress
+
+    def _hold(self, start: int, stop: int) -> None:
+        self._held_bytes += stop - start
+        if self.held and self.held[-1][1] == start:
+            self.held[-1] = (self.held[-1][0], stop)
+        else:
+            self.held.append((start, stop))
 
     def _start_frame(self, first_byte: int) -> None:
         opcode = first_byte & 0x0F
@@ -157,6 +188,18 @@ class FrameScanner:
         self._frame_is_data = opcode in (_OP_CONTINUATION, _OP_TEXT, _OP_BINARY)
         if not self._frame_is_data:
             return
+        if (
+            opcode != _OP_CONTINUATION
+            and self.in_message
+            and self._frame_fin
+            and self.hold_interleaved
+            and self._held_bytes < self.max_held_bytes
+        ):
+            self._holding = True
+            self.interleaved += 1
+            return
+        # Anything else inside a fragmented message (a second fragmented one, too much held) is a
+        # protocol error that aiohttp reports itself.
         if opcode != _OP_CONTINUATION or not self.in_message:
             # A new message (a stray continuation is a protocol error aiohttp reports itself).
             self.in_message = True
@@ -183,11 +226,16 @@ class FrameScanner:
         self._in_frame = True
         return True
 
-    def _end_frame(self) -> None:
-        if self._frame_is_data and self._frame_fin:
+    def _end_frame(self, pos: int) -> None:
+        if self._holding:
+            self._holding = False
+        elif self._frame_is_data and self._frame_fin:
             self.in_message = False
             self.messages += 1
             self.last_message = (self.fragments, self.size)
+            if self._held_bytes:
+                self.release_at.append(pos)
+                self._held_bytes = 0
         self._header.clear()
         self._header_needed = 2
         self._in_frame = False
@@ -231,8 +279,11 @@ class ReassemblyWatchdog:
         timeout_s: float,
         on_timeout: Callable[[ReassemblyInfo], None],
         on_complete: Callable[[ReassemblyInfo], None] | None = None,
+        peer: str = "?",
     ) -> None:
         self._inner = inner
+        self.peer = peer
+        self._held = bytearray()
         self._on_complete = on_complete
         self._max_gap = 0.0
         self._loop = loop
@@ -247,7 +298,11 @@ class ReassemblyWatchdog:
         self.dropped = False
 
     def observe(self, data: bytes) -> None:
-        """Account for bytes the inner reader has already been given (the post-upgrade tail)."""
+        """Account for bytes the inner reader has already been given (the post-upgrade tail).
+
+        An interleaved message in these bytes is past help (the reader has it already); aiohttp
+        reports that as its protocol error.
+        """
         self._track(data)
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
@@ -255,7 +310,46 @@ class ReassemblyWatchdog:
             # The message was given up: its remaining bytes must not complete it later.
             return False, b""
         self._track(data)
-        return self._inner.feed_data(data)
+        scanner = self.scanner
+        if not scanner.held and not (scanner.release_at and self._held):
+            return self._inner.feed_data(data)  # the usual case: bytes pass untouched
+        return self._inner.feed_data(self._reorder(data))
+
+    def _reorder(self, data: bytes) -> bytes:
+        """Move interleaved whole messages behind the fragmented message they interrupted.
+
+        Frames are self-contained (each carries its own mask key), so the held frames' bytes can
+        be handed to the reader later, verbatim; aiohttp then sees a valid stream and still
+        validates every frame itself. The room gets the small message a few ms late, after the
+        large one — the same order a single-threaded sender would have used.
+        """
+        scanner = self.scanner
+        cuts = sorted(
+            [(start, stop, True) for start, stop in scanner.held] + [(at, at, False) for at in scanner.release_at]
+        )
+        out = bytearray()
+        pos = 0
+        for start, stop, is_held in cuts:
+            out += data[pos:start]
+            if is_held:
+                self._held += data[start:stop]
+            else:
+                out += self._held
+                self._held.clear()
+            pos = stop
+        out += data[pos:]
+        if scanner.held:
+            log_every(
+                _log,
+                logging.DEBUG,
+                REASSEMBLY_LOG_EVERY_S,
+                "[WS_REASSEMBLY] interleaved: whole message inside a fragmented one (fragments=%d so far, "
+                "held=%d bytes); delivered after it, peer=%s",
+                scanner.fragments,
+                len(self._held),
+                self.peer,
+            )
+        return bytes(out)
 
     def feed_eof(self) -> None:
         self._cancel_timer()
@@ -374,6 +468,7 @@ class _AcipWebSocketResponse(web.WebSocketResponse):
             self._reassembly_timeout_s,
             self._on_reassembly_timeout,
             self._on_reassembled,
+            _peer_of(request),
         )
         handler._payload_parser = watchdog
         if early:

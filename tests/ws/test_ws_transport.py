@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import time
 from collections.abc import AsyncIterator
@@ -548,3 +549,114 @@ async def test_a_late_event_loop_does_not_blame_the_peer(ws_factory, make_packet
     await asyncio.to_thread(thread.join, 10)
     assert server.metrics.reassembly_timeouts == 0
     assert result and frame in result[0]
+
+
+# --- interleaved messages (c41's two sender threads) -------------------------------------------------
+
+
+def _raw_frame(opcode: int, payload: bytes, fin: bool) -> bytes:
+    """A masked client frame, built by hand: wsproto refuses to interleave messages."""
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        head = bytes((first, 0x80 | n))
+    elif n < 65536:
+        head = bytes((first, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, 0x80 | 127)) + n.to_bytes(8, "big")
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_whole_message_inside_a_fragmented_one_is_delivered_after_it(
+    ws_factory, raw_client, make_packet, caplog
+) -> None:
+    # What c41's native client did to us (INTEROP.md py-server-c-client-ws-enc): a 22-byte PING
+    # sent whole by one thread between the 4 KiB fragments of a video frame from another.
+    server = await ws_factory()
+    client = await raw_client.connect(server.port)
+    big = make_packet(IMAGE_FRAME, os.urandom(20_000))
+    ping = make_packet(5001, b"")
+    audio = make_packet(4001, os.urandom(300))
+    parts = [big[i : i + 4096] for i in range(0, len(big), 4096)]
+    stream = _raw_frame(2, parts[0], False)
+    stream += _raw_frame(2, ping, True)  # whole message between fragments 1 and 2
+    stream += _raw_frame(9, b"hb", True)  # a ping control frame, legal anywhere
+    stream += _raw_frame(0, parts[1], False)
+    stream += _raw_frame(2, audio, True)
+    stream += b"".join(_raw_frame(0, p, i == len(parts) - 3) for i, p in enumerate(parts[2:]))
+    stream += _raw_frame(2, make_packet(1, b"after"), True)
+    # Byte by byte in places, to cut frames and headers anywhere.
+    for offset in range(0, len(stream), 997):
+        await client.write(stream[offset : offset + 997])
+    await server.wait_for(lambda: len(server.room.received) == 4)
+    assert server.room.received == [big, ping, audio, make_packet(1, b"after")]
+    assert server.metrics.reassembly_timeouts == 0
+    (line,) = _lines(caplog, "interleaved")
+    assert re.search(r"\[WS_REASSEMBLY\] interleaved: .*\(fragments=\d so far, held=\d+ bytes\)", line), line
+    await client.aclose()
+
+
+async def test_second_fragmented_message_inside_one_is_still_refused(ws_factory, raw_client, make_packet):
+    # Continuations carry no message id: two fragmented messages at once cannot be untangled.
+    server = await ws_factory()
+    client = await raw_client.connect(server.port)
+    await client.write(_raw_frame(2, make_packet(1, b"a" * 100), False))
+    await client.write(_raw_frame(2, make_packet(1, b"b" * 100), False))
+    close = await client.wait_closed()
+    assert close is None or close.code == 1002
+    await server.wait_for(lambda: server.metrics.slots_used == 0)
+    assert server.room.received == []
+
+
+async def test_held_messages_are_bounded(ws_factory, raw_client, make_packet) -> None:
+    server = await ws_factory()
+    client = await raw_client.connect(server.port)
+    await client.write(_raw_frame(2, make_packet(3001, b"\0" * 4000), False))
+    whole = _raw_frame(2, make_packet(4001, b"\1" * 60_000), True)
+    try:
+        for _ in range(20):  # 1.2 MB of whole messages while the first one never ends
+            await client.write(whole)
+    except ConnectionError:
+        pass
+    close = await client.wait_closed()
+    assert close is None or close.code == 1002
+    await server.wait_for(lambda: server.metrics.slots_used == 0)
+    assert server.room.received == []
+
+
+async def test_interleaving_randomised_through_the_real_reader(ws_factory, raw_client, make_packet) -> None:
+    """Random fragmented messages with whole ones and pings inside, cut at random: order as promised."""
+    server = await ws_factory()
+    client = await raw_client.connect(server.port)
+    rng = random.Random(2026)
+    stream = bytearray()
+    expected: list[bytes] = []
+    for index in range(40):
+        big = make_packet(3001, rng.randbytes(rng.choice([300, 5000, 70_000])))
+        pieces = []
+        pos = 0
+        while pos < len(big):
+            step = rng.choice([1, 100, 4096, 65_536])
+            pieces.append(big[pos : pos + step])
+            pos += step
+        held: list[bytes] = []
+        for number, piece in enumerate(pieces):
+            stream += _raw_frame(0 if number else 2, piece, number == len(pieces) - 1)
+            if number < len(pieces) - 1:
+                for _ in range(rng.choice([0, 0, 1, 2])):
+                    if rng.random() < 0.3:
+                        stream += _raw_frame(9, b"p", True)
+                    else:
+                        small = make_packet(4001, index.to_bytes(2, "big") + rng.randbytes(rng.randrange(0, 200)))
+                        stream += _raw_frame(2, small, True)
+                        held.append(small)
+        expected += [big, *held]
+    offset = 0
+    while offset < len(stream):
+        step = rng.choice([1, 7, 1000, 30_000])
+        await client.write(bytes(stream[offset : offset + step]))
+        offset += step
+    await server.wait_for(lambda: len(server.room.received) == len(expected), timeout=20)
+    assert server.room.received == expected
+    await client.aclose()
