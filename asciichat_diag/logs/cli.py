@@ -152,7 +152,7 @@ def _read_backlog(run: Run, path: str, fh: Any, end: int, follow: bool) -> tuple
     if follow or info.last_seconds is None:
         reference = datetime.now() if follow else mtime
     else:
-        last_day = first_day + timedelta(days=info.rollovers)
+        last_day = info.last_date or first_day + timedelta(days=info.rollovers)
         reference = datetime.combine(last_day, dtime()) + timedelta(seconds=info.last_seconds)
     start = 0
     o = run.opts

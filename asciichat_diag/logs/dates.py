@@ -36,14 +36,33 @@ def count_rollovers(times: list[int]) -> int:
 class Prescan:
     rollovers: int
     last_seconds: int | None
+    last_date: date | None = None  # from the last NDJSON record that carries one (ours do)
+
+
+_DATE_RE = re.compile(rb'"date":\s*"(\d{4}-\d{2}-\d{2})"')
+
+
+def _last_date(data: bytes) -> date | None:
+    found = None
+    for found in _DATE_RE.finditer(data, max(0, len(data) - (64 << 10))):  # noqa: B007 - want the last
+        pass
+    if found is None:
+        return None
+    try:
+        return date.fromisoformat(found.group(1).decode())
+    except ValueError:
+        return None
 
 
 def prescan(fh: BinaryIO, start: int, end: int) -> Prescan:
     """Rollovers and the last time of day in fh[start:end] (sampled every MiB for big files)."""
     times: list[int] = []
+    last_date = None
     if end - start <= FULL_PRESCAN_BYTES:
         fh.seek(start)
-        times = [_secs(m) for m in _TIME_RE.finditer(fh.read(end - start))]
+        data = fh.read(end - start)
+        times = [_secs(m) for m in _TIME_RE.finditer(data)]
+        last_date = _last_date(data)
     else:
         for offset in range(start, end, SAMPLE_EVERY_BYTES):
             fh.seek(offset)
@@ -51,10 +70,12 @@ def prescan(fh: BinaryIO, start: int, end: int) -> Prescan:
             if m:
                 times.append(_secs(m))
         fh.seek(max(start, end - (64 << 10)))
-        tail = [_secs(m) for m in _TIME_RE.finditer(fh.read(end - fh.tell()))]
+        data = fh.read(end - fh.tell())
+        tail = [_secs(m) for m in _TIME_RE.finditer(data)]
         if tail:
             times.append(tail[-1])
-    return Prescan(count_rollovers(times), times[-1] if times else None)
+        last_date = _last_date(data)
+    return Prescan(count_rollovers(times), times[-1] if times else None, last_date)
 
 
 def first_day_for(end: datetime, scan: Prescan) -> date:

@@ -97,3 +97,18 @@ def test_restart_anchors_a_new_run_at_now() -> None:
 def test_bad_bounds(text: str) -> None:
     with pytest.raises(ValueError):
         parse_time_bound(text)
+
+
+def test_since_on_ndjson_uses_the_dates_in_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "server.json"
+    rows = [("2026-01-09", "23:50:00"), ("2026-01-10", "00:05:00"), ("2026-01-10", "00:20:00")]
+    log.write_text(
+        "".join(
+            f'{{"header":{{"timestamp":"{t}.000000","date":"{d}","level":"INFO"}},"body":{{"message":"at {t}"}}}}\n'
+            for d, t in rows
+        )
+    )
+    later = datetime(2026, 6, 1, 12, 0).timestamp()  # copied months later: mtime says nothing
+    os.utime(log, (later, later))
+    assert [r["time"][:8] for r in run_json(str(log), "--since", "23:55")] == ["00:05:00", "00:20:00"]
+    assert [r["datetime"][:10] for r in run_json(str(log))] == ["2026-01-09", "2026-01-10", "2026-01-10"]
