@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 
 import numpy as np
@@ -132,3 +133,43 @@ async def test_stream_stop_removes_tile(start_server, helpers):
     await a.wait_for(PacketType.ASCII_FRAME)
     await a.close()
     await b.close()
+
+
+async def test_ping_answered_promptly_while_video_flows(start_server, helpers):
+    """PONG must not wait behind rendering: c41 clients drop after 1-2 s without input."""
+    server = await start_server()
+    caps = ClientCapabilities(width=80, height=24, color_level=3, palette_type=1, desired_fps=60).encode()
+    senders = [await helpers.AcipClient.connect(server.tcp_port) for _ in range(3)]
+    viewers = [await helpers.AcipClient.connect(server.tcp_port, caps=caps) for _ in range(3)]
+    pinger = await helpers.AcipClient.connect(server.tcp_port, caps=caps)
+    rng = np.random.default_rng(5)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    async def stream(client):
+        while not stop.is_set():
+            await client.send(PacketType.IMAGE_FRAME, _noise_frame(rng, 320, 240))
+            await asyncio.sleep(1 / 30)
+
+    async def drain(client):
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await client.packet(timeout=0.1)
+
+    tasks = [asyncio.create_task(stream(s)) for s in senders] + [asyncio.create_task(drain(v)) for v in viewers]
+    rtts = []
+    try:
+        await asyncio.sleep(0.3)
+        for _ in range(10):
+            sent = loop.time()
+            await pinger.send(PacketType.PING)
+            await pinger.wait_for(PacketType.PONG, timeout=2)
+            rtts.append(loop.time() - sent)
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert server.metrics.frames_out > 20
+    assert max(rtts) < 0.5, rtts
+    for c in [*senders, *viewers, pinger]:
+        await c.close()
