@@ -43,7 +43,8 @@ from asciichat_diag._common import (
 @click.option(
     "--scenario",
     type=click.Choice(["time-wait", "time-wait-noreuse", "live-listener", "child-holds"]),
-    help="Build this case on PORT itself (real loopback sockets), then measure it.",
+    help="Build this case on PORT itself (real loopback sockets), then measure it. "
+    "time-wait leaves its TIME_WAIT socket on PORT for the kernel's 60 s.",
 )
 @json_option
 @color_option

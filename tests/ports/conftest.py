@@ -158,7 +158,7 @@ def sockets() -> Iterator[list[socket.socket]]:
         s.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def net():
     """The helpers above, for test modules (importlib mode cannot import conftest directly)."""
     import types

@@ -44,7 +44,7 @@ def start_server(net, *extra: str) -> tuple[subprocess.Popen, int, int]:
     pytest.fail("asciichat-server did not listen within 60 s")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server(net) -> Iterator[tuple[subprocess.Popen, int, int]]:
     proc, port, ws_port = start_server(net)
     yield proc, port, ws_port
