@@ -3,6 +3,7 @@ real files, polled in-process, must yield every complete line exactly once and n
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -49,7 +50,8 @@ class Writer:
     def truncate(self, n: int) -> None:
         os.close(self.fd)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        self.append(n, False) if n else None
+        if n:
+            self.append(n, False)
 
     def rotate(self, keep: int) -> None:
         data = self.path.read_bytes()
@@ -69,20 +71,15 @@ class Writer:
         os.close(self.fd)
         self.path.unlink()
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        self.append(n, False) if n else None
+        if n:
+            self.append(n, False)
 
     def hole(self, gap: int) -> None:
         size = os.fstat(self.fd).st_size
-        if os.fstat(self.fd).st_mode and (os.O_APPEND & _flags(self.fd)):
+        if fcntl.fcntl(self.fd, fcntl.F_GETFL) & os.O_APPEND:
             os.close(self.fd)  # a positional write needs a descriptor without O_APPEND
             self.fd = os.open(self.path, os.O_RDWR)
         os.pwrite(self.fd, self.line(False), size + gap)
-
-
-def _flags(fd: int) -> int:
-    import fcntl
-
-    return fcntl.fcntl(fd, fcntl.F_GETFL)
 
 
 def collect(follower: Follower, out: list[str]) -> None:
