@@ -6,7 +6,6 @@ Linux only; callers fall back to psutil elsewhere.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import struct
@@ -130,7 +129,8 @@ class _AddrCache(dict):
         if self.family == socket.AF_INET:
             text = socket.inet_ntop(socket.AF_INET, raw[:4])
         else:
-            text = str(ipaddress.IPv6Address(raw))
+            # RFC 5952 text, with v4-mapped addresses as ::ffff:127.0.0.1 (ss and psutil print that too)
+            text = socket.inet_ntop(socket.AF_INET6, raw)
         self[raw] = text
         return text
 

@@ -75,7 +75,7 @@ def test_v4_mapped_dual_stack_listener_serves_ipv4(net, port, sockets) -> None:
     sockets.append(net.listener("::ffff:127.0.0.1", port, v6only=False))
     report = gather_port(port, expect=[net.own_name()], families="ipv4")
     (lst,) = listeners_of(report)
-    assert lst.family == "IPv6" and lst.v6only is False
+    assert lst.family == "IPv6" and lst.v6only is False and lst.local_ip == "::ffff:127.0.0.1"
     assert report.ipv4_served and report.loopback_ipv4 and not report.ipv6_served
     assert {p.family: p.status for p in report.probes}["IPv4"] == "ok"
     assert report.ok, report.findings
@@ -426,3 +426,16 @@ def test_procfs_process_details_match_psutil() -> None:
         child.kill()
         child.wait()
     assert _describe_procfs(2**22 + 7) is None  # beyond pid_max: no such process
+
+
+def test_psutil_backend_time_wait_without_timers(net, port, sockets) -> None:
+    lst = net.listener("127.0.0.1", port)
+    sockets.append(lst)
+    net.make_time_wait(lst, 2)
+    report = gather_port(port, expect=[net.own_name()], families="ipv4", probe=False, backend="psutil")
+    assert report.source == "psutil"
+    assert report.states["TIME_WAIT"].count == 2 and report.states["TIME_WAIT"].time_left_max_s is None
+    msg = next(f.message for f in report.findings if f.code == "time_wait")
+    assert "up to 60 s" in msg
+    (lst_entry,) = listeners_of(report)
+    assert [p.pid for p in lst_entry.processes] == [os.getpid()] and lst_entry.holders == [(os.getpid(), lst.fileno())]
