@@ -47,10 +47,12 @@ class BindFailure:
 class BindError(OSError):
     """No address could be bound; ``.failures`` lists why, one entry per address."""
 
-    def __init__(self, failures: list[BindFailure]) -> None:
+    def __init__(self, failures: list[BindFailure], transport: str = "") -> None:
         self.failures = failures
+        self.transport = transport
         detail = "; ".join(str(f) for f in failures) or "no addresses given"
-        super().__init__(f"could not listen on any address: {detail}")
+        what = f"any {transport} address" if transport else "any address"
+        super().__init__(f"could not listen on {what}: {detail}")
 
 
 def format_address(family: int, host: str, port: int) -> str:

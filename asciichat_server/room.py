@@ -255,6 +255,8 @@ class Room:
         if self._closing:
             await _quiet_close(link, "shutdown")
             return
+        if self._ticker is None:
+            self.start()  # a Room used without AsciiChatServer still gets its frame/keepalive loops
         self.metrics.connections_total += 1
         if not self._free_slots:
             self.metrics.rejected_full += 1

@@ -14,7 +14,7 @@ from typing import Any
 from asciichat_server import __version__
 from asciichat_server.config import ServerConfig, load_client_keys, load_identity_key, openssh_public_line
 from asciichat_server.metrics import Metrics
-from asciichat_server.net import bind_listeners, listener_address
+from asciichat_server.net import BindError, bind_listeners, listener_address
 from asciichat_server.protocol.connection import ServerSecurity
 from asciichat_server.protocol.crypto import derive_password_key
 from asciichat_server.room import Room
@@ -120,14 +120,17 @@ class AsciiChatServer:
             _log.debug("WebSocket transport not installed; TCP only")
             return
         module = importlib.import_module(WS_MODULE)
-        ws_sockets = await asyncio.to_thread(
-            bind_listeners,
-            self.config.addresses,
-            self.config.websocket_port,
-            self.config.bind_retries,
-            self.config.bind_backoff_s,
-            _log,
-        )
+        try:
+            ws_sockets = await asyncio.to_thread(
+                bind_listeners,
+                self.config.addresses,
+                self.config.websocket_port,
+                self.config.bind_retries,
+                self.config.bind_backoff_s,
+                _log,
+            )
+        except BindError as exc:
+            raise BindError(exc.failures, "WebSocket") from None
         try:
             self._ws = await module.start_ws(self, ws_sockets)
         except BaseException:

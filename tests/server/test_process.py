@@ -192,3 +192,22 @@ def test_address_options_bind_exactly_what_is_given(tmp_path, args, expected_v4,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_busy_websocket_port_names_the_transport(tmp_path):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    ws_port = holder.getsockname()[1]
+    log_file = tmp_path / "server.log"
+    cmd = [*SERVER, "127.0.0.1", "--port", str(_free_port()), "--websocket-port", str(ws_port)]
+    cmd += ["--log-file", str(log_file)]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=20)
+    finally:
+        holder.close()
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("asciichat-server: error:")]
+    assert len(errors) == 1
+    assert "WebSocket" in errors[0] and f"127.0.0.1:{ws_port}" in errors[0]
+    assert "[READY]" not in log_file.read_text()
