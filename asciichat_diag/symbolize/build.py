@@ -231,15 +231,13 @@ def _decode_unit(unit: tuple) -> UnitResult:
         )
     subprograms = []
     inlines = []
-    for rec in records:
-        attrs = rec.attrs
-        if rec.tag == dw.TAG_SUBPROGRAM:
-            names = {k: attrs[k][0] for k in NAME_ATTRS if k in attrs}
-            subprograms.append((rec.offset, names, pc_ranges(attrs)))
-        elif rec.tag == dw.TAG_INLINED:
+    for offset, tag, func, depth, attrs, parent in records:
+        if tag == dw.TAG_SUBPROGRAM:
+            subprograms.append((offset, attrs, pc_ranges(attrs)))
+        elif tag == dw.TAG_INLINED:
             # Kept even without ranges: llvm walks up the DIE tree from the innermost inlined DIE.
             inlines.append((
-                rec.offset, rec.func, rec.parent, rec.depth, pc_ranges(attrs),
+                offset, func, parent, depth, pc_ranges(attrs),
                 attrs.get(dw.AT_ABSTRACT_ORIGIN, (None,))[0], attrs.get(dw.AT_CALL_FILE, (None,))[0],
                 attrs.get(dw.AT_CALL_LINE, (0,))[0], attrs.get(dw.AT_CALL_COLUMN, (0,))[0],
             ))  # fmt: skip
@@ -310,9 +308,7 @@ def _add_dwarf(builder, sections, little, addr_size, arch, min_valid_addr, progr
             return "??"
         got = name_cache.get(off)
         if got is None:
-            linkage = _find(subprograms, off, (dw.AT_LINKAGE_NAME, dw.AT_MIPS_LINKAGE_NAME))
-            got = demangle(linkage) if linkage else (_find(subprograms, off, (dw.AT_NAME,)) or "??")
-            name_cache[off] = got
+            got = name_cache[off] = _subprogram_name(subprograms, off) or "??"
         return got
 
     for func_off, ranges in functions:
@@ -365,23 +361,26 @@ def _can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-def _find(subprograms: dict[int, dict], off: int, keys: tuple[int, ...]) -> str | None:
-    """An attribute of a subprogram, following abstract_origin and specification (as llvm does)."""
-    seen = set()
-    todo = [off]
-    while todo:
-        cur = todo.pop(0)
-        if cur in seen or cur not in subprograms:
-            continue
-        seen.add(cur)
-        attrs = subprograms[cur]
-        for k in keys:
-            if k in attrs and isinstance(attrs[k], str):
-                return attrs[k]
-        for ref in (dw.AT_ABSTRACT_ORIGIN, dw.AT_SPECIFICATION):
-            if ref in attrs:
-                todo.append(attrs[ref])
-    return None
+def _subprogram_name(subprograms: dict[int, dict], off: int) -> str | None:
+    """llvm's rule: a linkage name anywhere along abstract_origin/specification, else the first DW_AT_name."""
+    name = None
+    for _hop in range(16):  # chains are 1-3 long; the bound stops a reference cycle in bad DWARF
+        attrs = subprograms.get(off)
+        if attrs is None:
+            break
+        for key in (dw.AT_LINKAGE_NAME, dw.AT_MIPS_LINKAGE_NAME):
+            v = attrs.get(key)
+            if v is not None and isinstance(v[0], str):
+                return demangle(v[0])
+        if name is None:
+            v = attrs.get(dw.AT_NAME)
+            if v is not None and isinstance(v[0], str):
+                name = v[0]
+        nxt = attrs.get(dw.AT_ABSTRACT_ORIGIN) or attrs.get(dw.AT_SPECIFICATION)
+        if nxt is None:
+            break
+        off = nxt[0]
+    return name
 
 
 def _line_program(di, cu, stmt_list: int):
