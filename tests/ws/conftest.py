@@ -242,10 +242,10 @@ class AcipClient:
     def of_type(self, ptype: int) -> list[Any]:
         return [p for p in self.packets if p.type == ptype]
 
-    async def join(self, video: bool = True) -> None:
+    async def join(self, video: bool = True, timeout: float = 5.0) -> None:
         """Handshake, CLIENT_CAPABILITIES, STREAM_START (video)."""
         # A plaintext session is OPEN at start() already; an encrypted one after HANDSHAKE_COMPLETE.
-        await self.pump_until(lambda: self.handshake_done or self.conn.state is ConnectionState.OPEN)
+        await self.pump_until(lambda: self.handshake_done or self.conn.state is ConnectionState.OPEN, timeout)
         self.conn.send(PacketType.CLIENT_CAPABILITIES, ClientCapabilities(width=40, height=12).encode())
         if video:
             self.conn.send(PacketType.STREAM_START, StreamFlags(StreamType.VIDEO).encode())
