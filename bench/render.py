@@ -237,7 +237,8 @@ def audio_figures(talkers: int, seconds: float = 2.0) -> str:
         f = av.AudioFrame.from_ndarray(pcm[i * 960 : (i + 1) * 960].reshape(1, -1), format="flt", layout="mono")
         f.sample_rate, f.pts = 48000, i * 960
         packets.extend(bytes(p) for p in enc.encode(f))
-    mixer = AudioMixer()
+    sim_time = [0.0]  # simulated time: the mixer runs as fast as the CPU allows, 40 ms per step
+    mixer = AudioMixer(clock=lambda: sim_time[0])
     for c in range(talkers):
         mixer.add_listener(c)
     steps = int(seconds / 0.04)
@@ -245,6 +246,7 @@ def audio_figures(talkers: int, seconds: float = 2.0) -> str:
     for step in range(steps):
         for c in range(talkers):
             mixer.push_opus(c, packets[(2 * step) % 48 : (2 * step) % 48 + 2])
+        sim_time[0] += 0.04
         for c in range(talkers):
             mixer.mix_for(c)
     cpu = time.process_time() - start
@@ -297,16 +299,20 @@ def soak(seconds: float) -> int:
     rss_warm = None
     delivered = 0
     audio_frames = 0
+    audio_sent = 0
     while (now := time.monotonic() - t0) < seconds:
         sources = [VideoSource(c, tick, content[c][tick % len(content[c])]) for c in range(9)]
         for receiver in range(9):
             delivered += bool(comp.render(sources, specs[receiver % len(specs)]))
-        if tick % 2 == 0:  # 2 ticks of 33 ms ~ 3 frames of 20 ms
+        # Audio in real time: every client sends the 20 ms frames its clock has produced, in batches of
+        # 2 or more (the C client batches up to 40 ms), and every listener collects its mix.
+        due = int(now / 0.02) - audio_sent
+        if due >= 2:
             for c in range(9):
-                base = (tick // 2 * 3) % 48
-                mixer.push_opus(c, packets[c][base : base + 3])
-            for c in range(9):
-                audio_frames += len(mixer.mix_for(c))
+                mixer.push_opus(c, [packets[c][(audio_sent + i) % 50] for i in range(due)])
+            audio_sent += due
+        for c in range(9):
+            audio_frames += len(mixer.mix_for(c))
         tick += 1
         if rss_warm is None and now >= min(10.0, seconds / 3):
             rss_warm = rss_mb()

@@ -1,16 +1,19 @@
 """Per-listener audio mixing: Opus (48 kHz mono, 20 ms) in, the sum of everyone else's voice out (ACIP.md 5.4).
 
-Sources queue what they send. Mixing happens in rounds shared by all listeners: a round takes the same number
-of 20 ms frames from every source that has audio (the smallest backlog among them, so a source whose batch
-arrived later is not cut short), and each listener receives round_total - own_voice, clipped to [-1, 1] so loud
-overlaps saturate instead of wrapping round. A listener with nobody else to hear gets nothing and costs no
-encode; a source nobody else listens to is discarded without decoding. Every queue is bounded (oldest dropped).
+Clock-driven like the C mixer: every call takes the 20 ms frames that real time says are due from every
+source that is playing, so senders whose batches arrive out of phase are still mixed together and the output
+runs at exactly real-time rate. Each source has a small jitter buffer (it starts playing once 60 ms are queued
+or its first audio has waited that long; an underrun pads with silence and re-buffers; a backlog beyond
+~160 ms is trimmed from the oldest end). A round of due frames is shared by all listeners; each receives
+round_total - own_voice, clipped to [-1, 1] so loud overlaps saturate instead of wrapping round. A listener
+with nobody else to hear gets nothing and costs no encode; a source nobody else hears is never decoded.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +29,11 @@ BITRATE = 128_000  # what the C client and server use (ACIP.md 5.4.1)
 MAX_SOURCE_FRAMES = 24
 # A listener that stops collecting holds at most this many rounds before it skips ahead.
 MAX_ROUNDS = 32
+FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
+PREBUFFER_FRAMES = 3  # 60 ms of jitter buffer: the C client sends a batch at least every 40 ms
+MAX_LAG_FRAMES = 8  # a playing source more than 160 ms ahead of the clock is trimmed (clock drift, bursts)
+MAX_DUE_FRAMES = 10  # after a stall of the caller, at most 200 ms are mixed at once; older time is skipped
+IDLE_RESET_S = 1.0  # no audio anywhere for this long: the clock restarts with the next audio
 
 
 @dataclass
@@ -35,15 +43,22 @@ class AudioStats:
     frames_dropped: int = 0  # overflowed source queues or undecoded audio nobody else hears
     decode_errors: int = 0
     rounds: int = 0
+    underruns: int = 0
 
 
 class _Source:
-    __slots__ = ("decoder", "packets", "samples")
+    __slots__ = ("decoder", "packets", "pending_since", "playing", "samples")
 
     def __init__(self) -> None:
         self.decoder: av.CodecContext | None = None
         self.packets: deque[bytes] = deque()
         self.samples = np.zeros(0, dtype=np.float32)
+        self.playing = False
+        self.pending_since: float | None = None  # when audio arrived while not playing (jitter buffer)
+
+    def note_arrival(self, now: float) -> None:
+        if not self.playing and self.pending_since is None:
+            self.pending_since = now
 
 
 class _Listener:
@@ -107,10 +122,16 @@ class AudioMixer:
         max_rounds: int = MAX_ROUNDS,
         bitrate: int = BITRATE,
         complexity: int = 5,
+        prebuffer_frames: int = PREBUFFER_FRAMES,
+        max_lag_frames: int = MAX_LAG_FRAMES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_source_samples = max_source_frames * FRAME_SAMPLES
         self.max_source_frames = max_source_frames
         self.max_rounds = max_rounds
+        self.prebuffer_frames = prebuffer_frames
+        self.max_lag_frames = max_lag_frames
+        self.clock = clock
         self.bitrate = bitrate
         # libopus complexity 5 encodes a 20 ms frame in ~0.12 ms here against ~0.22 ms at 10;
         # with 32 listeners at 50 frames/s that is the difference between 0.2 and 0.35 of a core.
@@ -123,13 +144,18 @@ class AudioMixer:
         self._round_base = 0  # absolute index of self._rounds[0]
         self._errors: dict[int, str] = {}
         self._lock = threading.RLock()
+        self._epoch: float | None = None  # clock time of frame 0 of the current active period
+        self._frames_done = 0  # frames of clock time already mixed (or skipped) since the epoch
+        self._last_audio = 0.0
 
     # -- input -----------------------------------------------------------------------------------------------
 
     @_locked
-    def push_opus(self, source_id: int, frames: list[bytes]) -> None:
+    def push_opus(self, source_id: int, frames: list[bytes], now: float | None = None) -> None:
         """Queue one AUDIO_OPUS_BATCH's frames; decoding waits until someone else is listening."""
         src = self._sources.setdefault(source_id, _Source())
+        if frames:
+            self._arrival(src, self.clock() if now is None else now)
         for packet in frames:
             if packet:
                 src.packets.append(bytes(packet))
@@ -137,7 +163,14 @@ class AudioMixer:
             src.packets.popleft()
             self.stats.frames_dropped += 1
 
-    def push_pcm(self, source_id: int, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE, channels: int = 1) -> None:
+    def push_pcm(
+        self,
+        source_id: int,
+        pcm: np.ndarray,
+        sample_rate: int = SAMPLE_RATE,
+        channels: int = 1,
+        now: float | None = None,
+    ) -> None:
         """Queue raw float samples (AUDIO_BATCH), nominally within [-1, 1].
 
         Interleaved multi-channel input is averaged to mono; other rates are resampled to 48 kHz linearly
@@ -154,6 +187,8 @@ class AudioMixer:
             samples = np.interp(positions, np.arange(len(samples)), samples).astype(np.float32)
         with self._lock:
             src = self._sources.setdefault(source_id, _Source())
+            if len(samples):
+                self._arrival(src, self.clock() if now is None else now)
             self._append_samples(src, samples)
 
     @_locked
@@ -182,13 +217,13 @@ class AudioMixer:
     # -- output ----------------------------------------------------------------------------------------------
 
     @_locked
-    def mix_pcm_for(self, listener_id: int) -> list[np.ndarray]:
-        """The listener's pending mix as 960-sample float32 frames in [-1, 1] (no own voice)."""
+    def mix_pcm_for(self, listener_id: int, now: float | None = None) -> list[np.ndarray]:
+        """The listener's mix due by `now` as 960-sample float32 frames in [-1, 1] (no own voice)."""
         self.add_listener(listener_id)
         listener = self._listeners[listener_id]
         end = self._round_base + len(self._rounds)
         if listener.cursor >= end:
-            self._form_round()
+            self._form_round(self.clock() if now is None else now)
             end = self._round_base + len(self._rounds)
         out: list[np.ndarray] = []
         for index in range(max(listener.cursor, self._round_base), end):
@@ -207,9 +242,13 @@ class AudioMixer:
         return out
 
     @_locked
-    def mix_for(self, listener_id: int) -> list[bytes]:
-        """The listener's pending mix as Opus packets (one per 20 ms frame) for AUDIO_OPUS_BATCH."""
-        frames = self.mix_pcm_for(listener_id)
+    def mix_for(self, listener_id: int, now: float | None = None) -> list[bytes]:
+        """The listener's mix due by `now` as Opus packets (one per 20 ms frame) for AUDIO_OPUS_BATCH.
+
+        Call it for every listener every 20-40 ms (each call returns what real time made due since the
+        previous round, usually 1-2 frames); [] means there is nothing to send.
+        """
+        frames = self.mix_pcm_for(listener_id, now)
         if not frames:
             return []
         listener = self._listeners[listener_id]
@@ -226,6 +265,13 @@ class AudioMixer:
         return packets
 
     # -- internals -------------------------------------------------------------------------------------------
+
+    def _arrival(self, src: _Source, now: float) -> None:
+        src.note_arrival(now)
+        self._last_audio = now
+        if self._epoch is None:  # first audio after silence: the mix clock starts here
+            self._epoch = now
+            self._frames_done = 0
 
     def _append_samples(self, src: _Source, samples: np.ndarray) -> None:
         buf = np.concatenate((src.samples, samples)) if len(src.samples) else samples
@@ -245,6 +291,8 @@ class AudioMixer:
             self.stats.frames_dropped += len(src.packets)
             src.packets.clear()
             src.samples = np.zeros(0, dtype=np.float32)
+            src.playing = False
+            src.pending_since = None
             return
         if src.decoder is None:
             src.decoder = _new_decoder()
@@ -264,20 +312,59 @@ class AudioMixer:
         if decoded:
             self._append_samples(src, np.concatenate(decoded))
 
-    def _form_round(self) -> None:
-        ready: dict[int, _Source] = {}
+    def _form_round(self, now: float) -> None:
+        active = any(src.packets or len(src.samples) or src.playing for src in self._sources.values())
+        if not active and now - self._last_audio >= IDLE_RESET_S:
+            self._epoch = None  # idle: the next audio restarts the clock (and costs nothing until then)
+            return
+        if self._epoch is None:
+            if not active:
+                return
+            self._epoch = now
+            self._frames_done = 0
+        due = int((now - self._epoch) / FRAME_S + 1e-6) - self._frames_done  # 1e-6: 0.1 / 0.02 is 4.999...
+        if due <= 0:
+            return
+        if due > MAX_DUE_FRAMES:  # the caller stalled: skip the time rather than mix a burst
+            self._frames_done += due - MAX_DUE_FRAMES
+            due = MAX_DUE_FRAMES
+        self._frames_done += due
+        n = due * FRAME_SAMPLES
+        parts: dict[int, np.ndarray] = {}
+        longest = 0
+        prebuffer = self.prebuffer_frames * FRAME_SAMPLES
         for source_id, src in self._sources.items():
             self._decode_pending(source_id, src)
-            if len(src.samples) >= FRAME_SAMPLES:
-                ready[source_id] = src
-        if ready:
-            frames = min(len(src.samples) // FRAME_SAMPLES for src in ready.values())
-            n = frames * FRAME_SAMPLES
-            parts = {}
-            total = np.zeros(n, dtype=np.float64)
-            for source_id, src in ready.items():
-                chunk, src.samples = src.samples[:n], src.samples[n:]
+            if not src.playing:
+                waited = src.pending_since is not None and now - src.pending_since >= self.prebuffer_frames * FRAME_S
+                if len(src.samples) >= prebuffer or (waited and len(src.samples)):
+                    src.playing = True
+                    src.pending_since = None
+                else:
+                    continue
+            excess = len(src.samples) - (self.max_lag_frames + due) * FRAME_SAMPLES
+            if excess > 0:  # too far ahead of the clock: drop the oldest, keep a normal buffer
+                drop = len(src.samples) - (self.prebuffer_frames + due) * FRAME_SAMPLES
+                src.samples = src.samples[drop:]
+                self.stats.frames_dropped += drop // FRAME_SAMPLES
+            take = min(len(src.samples), n)
+            if take == n:
+                chunk = src.samples[:n]
+            else:  # underrun: what there is, then silence; the source re-buffers before playing again
+                chunk = np.zeros(n, dtype=np.float32)
+                chunk[:take] = src.samples[:take]
+                src.playing = False
+                self.stats.underruns += 1
+            src.samples = src.samples[take:]
+            if take:
                 parts[source_id] = chunk
+                longest = max(longest, take)
+        if parts:
+            # When every voice ran dry inside this round, send only the frames that carry audio.
+            n = -(-longest // FRAME_SAMPLES) * FRAME_SAMPLES
+            parts = {sid: chunk[:n] for sid, chunk in parts.items()}
+            total = np.zeros(n, dtype=np.float64)
+            for chunk in parts.values():
                 total += chunk
             self._rounds.append((total, parts))
             self.stats.rounds += 1
