@@ -114,7 +114,8 @@ def block_prefilters(record_filter: RecordFilter, patterns: list[GrepPattern], i
         out = []
         for p in patterns:
             literals = [p.pattern] if p.fixed else required_literals(p.pattern, p.extended)
-            out.append(Prefilter(p.block_regex(), literals, caseless=p.ignore_case or "(?i" in p.pattern))
+            caseless = p.ignore_case or "(?i" in p.pattern
+            out.append(Prefilter(p.block_regex(), literals, caseless=caseless, rendered=True))
         return out
     level = record_filter.block_prefilter(is_json)
     return [level] if level else []

@@ -85,9 +85,18 @@ def required_literals(pattern: str, verbose: bool = False) -> list[str] | None:
 class Prefilter:
     """Finds candidate spans in a text block: by literals when possible, else by a regex scan."""
 
-    def __init__(self, fallback: regex.Pattern[str], literals: list[str] | None = None, caseless: bool = False):
+    def __init__(
+        self,
+        fallback: regex.Pattern[str],
+        literals: list[str] | None = None,
+        caseless: bool = False,
+        rendered: bool = False,
+    ) -> None:
         self.fallback = fallback
         self.caseless = caseless
+        # True for --grep: it matches the *rendered* record, which for an NDJSON line is not
+        # the raw text, so blocks holding JSON records must be parsed in full.
+        self.rendered = rendered
         if literals and caseless:
             lowered = [x.lower() for x in literals]
             # lower() must keep lengths so positions in the lowered text are positions in the text

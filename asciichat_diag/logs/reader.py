@@ -136,12 +136,16 @@ def scan(
     With prefilters, only the records around their hits are decoded and parsed; the search
     runs on the raw bytes when the block allows it (no NUL, no escape codes), else on text.
     """
+    rendered = any(p.rendered for p in prefilters)
     for raw in iter_raw_blocks(fh, start, end, block_bytes):
-        if not prefilters:
+        if not prefilters or (rendered and (raw[:1] == b"{" or b"\n{" in raw)):
             text = clean(raw)
             if text.endswith("\n"):
                 text = text[:-1]
-            yield from process(parser.feed_lines(text.split("\n")))
+            records = parser.feed_lines(text.split("\n"))
+            if prefilters:  # the next block starts a record: nothing to carry over
+                records += parser.flush()
+            yield from process(records)
             continue
         byte_spans = _byte_spans(raw, prefilters)
         if byte_spans is not None:

@@ -6,6 +6,8 @@ import io
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asciichat_diag.logs.dates import DateAssigner
 from asciichat_diag.logs.filters import Pipeline, RecordFilter, block_prefilters
@@ -160,3 +162,37 @@ def test_last_n_without_filters_reads_only_the_tail(tmp_path) -> None:  # type: 
     ]
     full = CliRunner().invoke(logs, [str(path), "-n", "5", "--json", "--level", "dev"]).output.splitlines()
     assert tail == [json.loads(x)["datetime"] for x in full]  # the same dates as a full read
+
+
+LINE_KINDS = st.sampled_from(
+    [
+        "[10:00:00.000001] [INFO ] [WS_FLOW] queue ok bind",
+        "[10:00:00.000002] [DEBUG] [tid:1] lib/a.c:1@f(): ✅ [WS_REASSEMBLE] Handshake done",
+        "[10:00:00.000003] [WARN ] plain release line with HANDSHAKE",
+        "  continuation with [WS_FLOW] and bind",
+        "Signal: 11",
+        "[10:00:0x.000000] [INFO ] pseudo header",
+        "[10:00:00.000004][0m broken header [WS_FLOW]",
+        '{"header":{"timestamp":"10:00:00.000005","level":"INFO"},"body":{"message":"[WS_FLOW] json bind"}}',
+        "{not json [WS_REASSEMBLY] bind",
+        "",
+        "\x1b[31m[10:00:00.000006] [ERROR]\x1b[0m coloured handshake",
+        "\x00\x00[10:00:00.000007] [INFO ] after a hole [WS_FLOW]",
+    ]
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    lines=st.lists(LINE_KINDS, min_size=1, max_size=60),
+    block=st.integers(16, 400),
+    case=st.sampled_from(
+        [(("WS_F",), []), (("WS_REASSEMBL",), []), ((), ["/bind/"]), ((), ["/handshake/i"]), ((), [r"/\[INFO/"])]
+    ),
+)
+def test_prefilter_equals_full_parse_on_random_logs(lines: list[str], block: int, case: tuple) -> None:
+    data = ("\n".join(lines) + "\n").encode()
+    tags, greps = case
+    full = select(data, tags, greps, prefilter=False, block=1 << 20)
+    assert select(data, tags, greps, prefilter=True, block=block) == full
+    assert select(data, tags, greps, prefilter=False, block=block) == full
