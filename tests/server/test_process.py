@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from asciichat_server.log import LINE_RE
+from asciichat_server.protocol.constants import PacketType
 
 LINE = re.compile(LINE_RE)
 SERVER = [sys.executable, "-m", "asciichat_server.cli"]
@@ -211,3 +213,45 @@ def test_busy_websocket_port_names_the_transport(tmp_path):
     assert len(errors) == 1
     assert "WebSocket" in errors[0] and f"127.0.0.1:{ws_port}" in errors[0]
     assert "[READY]" not in log_file.read_text()
+
+
+async def test_sigint_during_traffic(tmp_path, helpers):
+    port = _free_port()
+    log_file = tmp_path / "server.log"
+    proc = _spawn("127.0.0.1", "--port", str(port), "--log-level", "debug", log_file=log_file)
+    try:
+        await asyncio.to_thread(_wait_ready, log_file, proc)
+        sender = await helpers.AcipClient.connect(port)
+        viewer = await helpers.AcipClient.connect(port)
+        for shade in range(0, 250, 25):
+            await sender.send(PacketType.IMAGE_FRAME, helpers.image_payload(shade=shade))
+            await asyncio.sleep(0.02)
+        await viewer.wait_for(PacketType.ASCII_FRAME)
+        streaming = asyncio.create_task(_keep_sending(sender, helpers))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        proc.send_signal(signal.SIGINT)
+        closed = await asyncio.gather(viewer.raw.closed_by_server(3), sender.raw.closed_by_server(3))
+        code = await asyncio.to_thread(proc.wait, 5)
+        elapsed = loop.time() - started
+        streaming.cancel()
+        await asyncio.gather(streaming, return_exceptions=True)
+        assert closed == [True, True]
+        assert code == 0
+        assert elapsed < 2.0, elapsed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log_file.read_text()
+    assert text.count("reason=shutdown") == 2
+    assert "Traceback" not in text and "never retrieved" not in text
+
+
+async def _keep_sending(client, helpers):
+    try:
+        while True:
+            await client.send(PacketType.IMAGE_FRAME, helpers.image_payload(shade=77))
+            await asyncio.sleep(0.02)
+    except (ConnectionError, OSError):
+        return
