@@ -267,9 +267,12 @@ class AudioMixer:
     # -- internals -------------------------------------------------------------------------------------------
 
     def _arrival(self, src: _Source, now: float) -> None:
+        # First audio after a silence (even one nobody mixed during): the mix clock starts here, so the
+        # silent time is neither mixed nor counted as due.
+        idle = self._epoch is None or now - self._last_audio >= IDLE_RESET_S
         src.note_arrival(now)
         self._last_audio = now
-        if self._epoch is None:  # first audio after silence: the mix clock starts here
+        if idle:
             self._epoch = now
             self._frames_done = 0
 

@@ -311,3 +311,18 @@ def test_jittery_arrivals_lose_reorder_or_duplicate_nothing() -> None:
         assert carried == pytest.approx(expected)  # every frame of source 0, in order, exactly once
     assert len(heard[3]) <= 2 * batches + 4  # real-time rate: no serialised (doubled) output
     assert all(float(np.abs(f - 0.5).max()) < 1e-6 for f in heard[0] if f.any())  # 0 hears source 1 only
+
+
+def test_speech_after_long_silence_starts_cleanly() -> None:
+    clock = Clock()
+    mixer = AudioMixer(clock=clock)
+    mixer.add_listener(2)
+    mixer.push_pcm(1, np.full(5 * FRAME_SAMPLES, 0.1, np.float32))
+    clock.t = 0.1
+    assert len(mixer.mix_pcm_for(2)) == 5
+    clock.t = 5.0  # nobody mixed for 4.9 s (the room stops polling when idle)
+    mixer.push_pcm(1, np.full(5 * FRAME_SAMPLES, 0.2, np.float32))
+    clock.t = 5.1
+    out = mixer.mix_pcm_for(2)
+    assert len(out) == 5 and all(np.allclose(f, 0.2) for f in out)
+    assert mixer.stats.frames_dropped == 0
