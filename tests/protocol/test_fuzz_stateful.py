@@ -5,7 +5,7 @@ connection is ERROR for good; everything it queues is always a well-formed packe
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from nacl.signing import SigningKey
@@ -232,3 +232,49 @@ def test_each_configuration_completes_without_interference(config: str) -> None:
             client.receive_message(wire) if transport == "ws" else client.receive_data(wire)
     assert server.state is ConnectionState.OPEN and client.state is ConnectionState.OPEN
     assert server.encrypted == client.encrypted == (config not in ("plain", "plain-ws"))
+
+
+# ------------------------------------------------------------------------------- the client against a hostile server
+
+
+def _scripted_server_streams() -> st.SearchStrategy[list[bytes]]:
+    packet = st.builds(encode_packet, packet_types, payloads)
+    return st.lists(st.one_of(packet, st.binary(min_size=1, max_size=40)), max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    config=st.sampled_from(sorted(CONFIGS)),
+    ws=st.booleans(),
+    honest_rounds=st.integers(0, 4),
+    hostile=_scripted_server_streams(),
+)
+def test_client_survives_or_refuses_any_server(config: str, ws: bool, honest_rounds: int, hostile: list[bytes]) -> None:
+    """A real handshake for a few rounds, then anything at all from the 'server': only ProtocolError may escape."""
+    server_security, client_security = CONFIGS[config]
+    transport = "ws" if ws else "tcp"
+    server = ServerConnection(server_security, transport)
+    client = ClientConnection(client_security, transport)
+    server.start()
+    client.start()
+    client.send(PacketType.CLIENT_CAPABILITIES, ClientCapabilities().encode())
+
+    def to_client(wire: bytes) -> None:
+        if ws:
+            client.receive_message(wire)
+        else:
+            client.receive_data(wire)
+
+    try:
+        for _ in range(honest_rounds):
+            for wire in client.data_to_send():
+                server.receive_message(wire) if ws else server.receive_data(wire)
+            for wire in server.data_to_send():
+                to_client(wire)
+        for wire in hostile:
+            to_client(wire)
+    except ProtocolError as exc:
+        assert (exc.reason and client.state is ConnectionState.ERROR) or server.state is ConnectionState.ERROR
+        return
+    for wire in client.data_to_send():
+        decode_packet(wire)  # whatever the client queued is well formed
