@@ -299,20 +299,29 @@ def ownership_findings(
             continue
         holders = e.processes
         pids = {p.pid for p in holders}
-        if not expect:
-            continue
-        expected = [p for p in holders if matches_expected(p, expect)]
-        others = [p for p in holders if not matches_expected(p, expect)]
+        expected = [p for p in holders if expect and matches_expected(p, expect)]
+        others = [p for p in holders if p not in expected]
         if len(holders) > 1:
-            inherited = [p for p in holders if p.ppid in pids]
             names = ", ".join(_who(p) for p in holders)
+            if expect and not others:
+                findings.append(
+                    Finding(
+                        INFO,
+                        "shared_listener",
+                        f"listener {where} is shared by {len(holders)} server processes ({names}): pre-forked "
+                        "workers, fine as long as they all exit together",
+                    )
+                )
+                continue
+            inherited = [p for p in holders if p.ppid in pids]
             detail = ""
             if inherited:
                 detail = " — " + "; ".join(
                     f"PID {p.pid} ({p.name}) inherited it from its parent {p.ppid}" for p in inherited
                 )
-            # still served by the expected process: a latent problem (the port outlives the server)
-            sev = WARNING if expected else PROBLEM
+            # still served by the expected process: a latent problem (the port outlives the server);
+            # with --any-owner we cannot tell who should hold it, so it stays a warning too
+            sev = PROBLEM if expect and not expected else WARNING
             findings.append(
                 Finding(
                     sev,
@@ -322,7 +331,7 @@ def ownership_findings(
                 )
             )
             continue
-        if expected:
+        if not expect or expected:
             continue
         p = others[0]
         chain = ancestors(p.pid)

@@ -439,3 +439,22 @@ def test_psutil_backend_time_wait_without_timers(net, port, sockets) -> None:
     assert "up to 60 s" in msg
     (lst_entry,) = listeners_of(report)
     assert [p.pid for p in lst_entry.processes] == [os.getpid()] and lst_entry.holders == [(os.getpid(), lst.fileno())]
+
+
+def test_shared_listener_findings_by_expectation(net, port, sockets) -> None:
+    lst = net.listener("127.0.0.1", port)
+    sockets.append(lst)
+    # a "worker" that is the same program as us (same name), and a stranger
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=(lst.fileno(),))
+    try:
+        net.wait_for(lambda: len(listeners_of(gather_port(port, probe=False))[0].processes) == 2)
+        same = gather_port(port, expect=[net.own_name(), "python3", "python"], families="ipv4", probe=False)
+        assert "shared_listener" in codes(same) and "inherited_descriptor" not in codes(same)
+        anyone = gather_port(port, expect=[], families="ipv4", probe=False)
+        finding = next(f for f in anyone.findings if f.code == "inherited_descriptor")
+        assert finding.severity == "warning" and str(worker.pid) in finding.message
+        nobody = gather_port(port, expect=["asciichat-server"], families="ipv4", probe=False)
+        assert next(f for f in nobody.findings if f.code == "inherited_descriptor").severity == "problem"
+    finally:
+        worker.kill()
+        worker.wait()
