@@ -61,7 +61,8 @@ class RecordFilter:
         if self.min_level is not None and self.min_level != "DEV" and not is_json:
             names = [name for name in LEVEL_RANK if LEVEL_RANK[name] >= LEVEL_RANK[self.min_level]]
             literals = [f"] [{name}" for name in names]
-            return Prefilter(regex.compile("|".join(regex.escape(x) for x in literals)), literals)
+            fallback = regex.compile("|".join(regex.escape(x) for x in literals))
+            return Prefilter(fallback, literals, rendered=True)  # NDJSON spells the level differently
         return None
 
 

@@ -174,6 +174,7 @@ LINE_KINDS = st.sampled_from(
         "[10:00:0x.000000] [INFO ] pseudo header",
         "[10:00:00.000004][0m broken header [WS_FLOW]",
         '{"header":{"timestamp":"10:00:00.000005","level":"INFO"},"body":{"message":"[WS_FLOW] json bind"}}',
+        '{"header":{"timestamp":"10:00:00.000008","level":"ERROR"},"body":{"message":"json error"}}',
         "{not json [WS_REASSEMBLY] bind",
         "",
         "\x1b[31m[10:00:00.000006] [ERROR]\x1b[0m coloured handshake",
@@ -193,6 +194,17 @@ LINE_KINDS = st.sampled_from(
 def test_prefilter_equals_full_parse_on_random_logs(lines: list[str], block: int, case: tuple) -> None:
     data = ("\n".join(lines) + "\n").encode()
     tags, greps = case
+    for level in ("INFO", "ERROR"):
+        results = []
+        for pre in ([], block_prefilters(RecordFilter(min_level=level), [], False)):
+            pipeline = Pipeline(RecordFilter(min_level=level), DateAssigner(anchor=None))
+            parser = RecordParser("x")
+            hits = list(
+                scan(io.BytesIO(data), parser, pipeline.process, pipeline.assigner.observe, pre, 0, None, block)
+            )
+            hits += pipeline.process(parser.flush())
+            results.append([h.record.text() for h in hits])
+        assert results[0] == results[1]
     full = select(data, tags, greps, prefilter=False, block=1 << 20)
     assert select(data, tags, greps, prefilter=True, block=block) == full
     assert select(data, tags, greps, prefilter=False, block=block) == full
