@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from asciichat_diag.ports.gather import build_entries, collect_sockets, ephemeral_range, record_of
+from asciichat_diag.ports.gather import DEFAULT_EXPECT, build_entries, collect_sockets, ephemeral_range, record_of
 from asciichat_diag.ports.model import (
     PROBLEM,
     WARNING,
@@ -26,6 +26,7 @@ from asciichat_diag.ports.model import (
     SocketEntry,
     format_endpoint,
 )
+from asciichat_diag.ports.procmap import ProcessInfo, matches_expected
 
 DEFAULT_HOSTS = ("127.0.0.1", "::1")
 BACKLOG = 128  # what ascii-chat's TCP server passes to listen()
@@ -161,6 +162,22 @@ def _owner(e: SocketEntry) -> str:
     return " and ".join(descs)
 
 
+# Programs ascii-chat starts with popen() (gpg, yt-dlp, symbolizers, shells; DIAG-NOTES A.11) and
+# `sleep` (our child-holds scenario): as the holder of a listening socket they almost surely got it
+# by inheritance, since ascii-chat never sets SOCK_CLOEXEC.
+HELPER_PROGRAMS = frozenset({"gpg", "gpg2", "yt-dlp", "llvm-symbolizer", "addr2line", "sh", "bash", "sleep"})
+
+
+def _looks_inherited(p: ProcessInfo) -> bool:
+    """A helper program holding a listener, or any child of the ascii-chat server holding one."""
+    if p.name in HELPER_PROGRAMS:
+        return True
+    if p.parent_name is None:
+        return False
+    parent = ProcessInfo(p.ppid or 0, p.parent_name, None, [], None, None, None)
+    return matches_expected(parent, list(DEFAULT_EXPECT))
+
+
 def explain(report: BindReport) -> str:
     """One sentence a developer can act on."""
     port = report.port
@@ -198,7 +215,7 @@ def explain(report: BindReport) -> str:
             if e.processes:
                 kill = " ".join(str(p.pid) for p in e.processes)
                 extra = ""
-                if inherited or any(p.name in ("sleep", "gpg", "yt-dlp", "sh", "bash") for p in e.processes):
+                if inherited or any(_looks_inherited(p) for p in e.processes):
                     extra = " (a child that inherited the listening socket keeps the port until it exits)"
                 return (
                     f"{holder} is still listening on {e.local}{extra}: stop it (kill {kill}) "
