@@ -103,3 +103,33 @@ def test_real_server_wrong_probe_for_each_port_says_which_to_use(server) -> None
     code, data = diag_json("ports", str(port), "--ws", "--timeout", "5")
     assert data["ws"]["status"] == "not_http" and "use --acip" in data["ws"]["detail"]
     assert code == 1
+
+
+def test_killed_server_leaves_time_wait_that_reuseaddr_rides_over(net) -> None:
+    import socket
+
+    proc, port, _ws = start_server(net, "--no-websocket")
+    client = socket.create_connection(("127.0.0.1", port))
+    try:
+        net.wait_for(lambda: any(s.state == "ESTABLISHED" and s.local_port == port for s in dump_tcp(port)), 10)
+        proc.kill()  # the kernel closes the server's sockets first: its port collects TIME_WAIT
+        proc.wait()
+        client.settimeout(5)
+        try:
+            client.recv(1)
+        except OSError:
+            pass
+    finally:
+        client.close()
+    net.wait_for(lambda: any(s.state == "TIME_WAIT" and s.local_port == port for s in dump_tcp(port)), 10)
+
+    code, ports_data = diag_json("ports", str(port), "--no-probe")
+    assert code == 1 and ports_data["listening"] is False
+    assert ports_data["states"]["TIME_WAIT"]["local_side"] >= 1
+    assert 0 < ports_data["states"]["TIME_WAIT"]["time_left_max_s"] <= 60
+
+    code, bind_data = diag_json("bind", str(port), "--host", "127.0.0.1")
+    assert code == 0, bind_data["explanation"]  # the server sets SO_REUSEADDR, so a restart binds
+    plain = next(v for v in bind_data["variants"] if v["options"] == [])
+    assert not plain["ok"] and plain["attempts"][0]["errno_name"] == "EADDRINUSE"
+    assert "SO_REUSEADDR binds at once" in bind_data["explanation"]
