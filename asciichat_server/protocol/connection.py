@@ -21,6 +21,7 @@ from .constants import (
     ED25519_SIGNATURE_SIZE,
     ENCRYPTED_OVERHEAD,
     HANDSHAKE_TYPES,
+    HEADER_SIZE,
     HMAC_SIZE,
     KEY_SIZE,
     MAX_ENCRYPTED_PLAINTEXT,
@@ -183,6 +184,8 @@ class _Connection:
         self._failed = False
         self.peer_identity: bytes | None = None
         self.error: ProtocolError | None = None
+        # Application packets sent before OPEN that never went out (queue overflow or too big to encrypt).
+        self.held_dropped = 0
 
     # --- public surface -------------------------------------------------------------------------
 
@@ -236,6 +239,10 @@ class _Connection:
         if self.state in (ConnectionState.ERROR, ConnectionState.CLOSED):
             return
         if self.state is ConnectionState.HANDSHAKE:
+            if len(payload) > MAX_PAYLOAD:
+                raise ValueError(f"{packet_type_name(ptype)} of {len(payload)} bytes exceeds the ACIP limit")
+            if len(self._held) == self._held.maxlen:
+                self.held_dropped += 1
             self._held.append((ptype, bytes(payload)))
             return
         self._outbox.append(self._wire(ptype, payload))
@@ -285,7 +292,7 @@ class _Connection:
     def _wire(self, ptype: int, payload: bytes) -> bytes:
         if self._session is None:
             return encode_packet(ptype, payload)
-        if len(payload) + 22 > MAX_ENCRYPTED_PLAINTEXT:
+        if len(payload) + HEADER_SIZE > MAX_ENCRYPTED_PLAINTEXT:
             raise ValueError(f"{packet_type_name(ptype)} of {len(payload)} bytes is too large to encrypt")
         return self._session.seal(ptype, payload)
 
@@ -296,6 +303,9 @@ class _Connection:
         held = list(self._held)
         self._held.clear()
         for ptype, payload in held:
+            if self._session is not None and len(payload) + HEADER_SIZE > MAX_ENCRYPTED_PLAINTEXT:
+                self.held_dropped += 1  # queued before we knew the session would be encrypted
+                continue
             self._outbox.append(self._wire(ptype, payload))
         return [HandshakeComplete(self.encrypted, self.key_variant, identity)]
 

@@ -782,3 +782,18 @@ def test_connection_untangles_a_packet_inserted_between_header_and_payload() -> 
         PacketReceived(Packet(PacketType.STREAM_START, b"\0\0\0\x01")),
         PacketReceived(Packet(PacketType.PING, b"")),
     ]
+
+
+def test_packets_held_during_the_handshake_are_bounded_and_never_crash_the_open() -> None:
+    server, client, _, _ = _connect(ServerSecurity(), ClientSecurity())
+    server.send(PacketType.ASCII_FRAME, bytes(2 * 1024 * 1024))  # fine for plaintext, too big once encrypted
+    for i in range(70):
+        server.send(PacketType.SERVER_STATE, struct.pack(">II24x", i, 0))
+    with pytest.raises(ValueError):
+        server.send(PacketType.IMAGE_FRAME, bytes(5 * 1024 * 1024 + 1))
+    client.send(PacketType.CLIENT_CAPABILITIES, CAPS)
+    server_events, client_events = pump(server, client)
+    assert server_events[0] == HandshakeComplete(True, "c41", None)
+    states = [e.packet.payload[:4] for e in client_events if isinstance(e, PacketReceived)]
+    assert states == [struct.pack(">I", i) for i in range(6, 70)]  # the newest 64 survive, in order
+    assert server.held_dropped == 7  # 6 overflowed + the frame that cannot be encrypted
