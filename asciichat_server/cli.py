@@ -105,6 +105,13 @@ async def run_server(config: ServerConfig) -> int:
 @click.option("--websocket-port", type=click.IntRange(0, 65535), default=DEFAULT_WEBSOCKET_PORT, show_default=True)
 @click.option("--no-websocket", is_flag=True, help="Do not start the WebSocket listener.")
 @click.option("--ws-plaintext", is_flag=True, help="WebSocket clients skip the handshake (for clients that cannot).")
+@click.option(
+    "--bind-retries",
+    type=click.IntRange(0, 20),
+    default=5,
+    show_default=True,
+    help="Extra bind tries per address (exponential backoff from 0.1 s) before giving up on it.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(__version__, prog_name="asciichat-server")
 def main(
@@ -124,6 +131,7 @@ def main(
     websocket_port: int,
     no_websocket: bool,
     ws_plaintext: bool,
+    bind_retries: int,
     debug: bool,
 ) -> None:
     """Reference ascii-chat server (ACIP over TCP, and WebSocket when installed).
@@ -147,6 +155,7 @@ def main(
         websocket=not no_websocket,
         websocket_port=websocket_port,
         ws_plaintext=ws_plaintext,
+        bind_retries=bind_retries,
     )
     try:
         config.validate()

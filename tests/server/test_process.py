@@ -203,7 +203,7 @@ def test_busy_websocket_port_names_the_transport(tmp_path):
     ws_port = holder.getsockname()[1]
     log_file = tmp_path / "server.log"
     cmd = [*SERVER, "127.0.0.1", "--port", str(_free_port()), "--websocket-port", str(ws_port)]
-    cmd += ["--log-file", str(log_file)]
+    cmd += ["--log-file", str(log_file), "--bind-retries", "1"]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=20)
     finally:
@@ -212,7 +212,9 @@ def test_busy_websocket_port_names_the_transport(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("asciichat-server: error:")]
     assert len(errors) == 1
     assert "WebSocket" in errors[0] and f"127.0.0.1:{ws_port}" in errors[0]
-    assert "[READY]" not in log_file.read_text()
+    text = log_file.read_text()
+    assert "[READY]" not in text
+    assert text.count(f"127.0.0.1:{ws_port} failed") == 2  # --bind-retries 1: two tries
 
 
 async def test_sigint_during_traffic(tmp_path, helpers):
