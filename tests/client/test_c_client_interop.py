@@ -126,9 +126,11 @@ finally:
     ("server_args", "client_args"),
     [
         (["--port", "27224", "--no-encrypt"], ["127.0.0.1:27224", "--no-encrypt"]),
+        (["--port", "27224"], ["127.0.0.1:27224"]),
+        (["--port", "27224", "--password", "correct horse"], ["127.0.0.1:27224", "--password", "correct horse"]),
         (["--port", "27224", "--websocket-port", "27226"], ["ws://127.0.0.1:27226/"]),
     ],
-    ids=["tcp-plaintext", "ws-encrypted"],
+    ids=["tcp-plaintext", "tcp-encrypted", "tcp-password", "ws-encrypted"],
 )
 def test_our_client_snapshot_from_c_server(tmp_path, server_args: list[str], client_args: list[str]) -> None:
     home = tmp_path / "home"
