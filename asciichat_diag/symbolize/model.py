@@ -14,10 +14,15 @@ class MapEntry:
     perms: str
     offset: int
     path: str
+    open_path: str | None = None  # /proc/PID/map_files/… for a file deleted since it was mapped
 
     @property
     def file_backed(self) -> bool:
-        return self.path.startswith("/") and not self.path.endswith(" (deleted)")
+        return self.open_path is not None or (self.path.startswith("/") and not self.path.endswith(" (deleted)"))
+
+    @property
+    def name(self) -> str:
+        return self.path.removesuffix(" (deleted)")
 
 
 @dataclass

@@ -18,7 +18,7 @@ class Module:
     """One binary as the trace saw it (`name`) and as found on disk (`path`)."""
 
     def __init__(self, name: str, path: str, locator: Locator, arch: str | None = None) -> None:
-        self.name = os.path.basename(name)
+        self.name = os.path.basename(name.removesuffix(" (deleted)"))
         self.path = path
         self.real = os.path.realpath(path)
         data = elfio.read_file(path)

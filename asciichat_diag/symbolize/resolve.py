@@ -11,6 +11,7 @@ signal (the frame after the trampoline), gdb's frame 0 and sanitizer frames (alr
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import os
 from collections import defaultdict
@@ -156,7 +157,22 @@ class Resolver:
                 out.append(item)
         if not out:
             raise DiagError("the maps input holds no /proc/PID/maps lines")
+        if self.opts.pid is not None:
+            # A binary replaced (rebuilt) since the process mapped it is still readable through map_files.
+            for k, e in enumerate(out):
+                if e.path.endswith(" (deleted)"):
+                    alt = f"/proc/{self.opts.pid}/map_files/{e.start:x}-{e.end:x}"
+                    if os.access(alt, os.R_OK):
+                        out[k] = dataclasses.replace(e, open_path=alt)
         return out
+
+    def _module_for_entry(self, e: MapEntry) -> Module | None:
+        if e.open_path is None:
+            return self.module_for(e.path)
+        try:
+            return self._load(e.name, e.open_path)
+        except DiagError:
+            return None
 
     def _place(self, work: list[_Work], maps: list[MapEntry]) -> None:
         """Module and vaddr of every frame that can be placed without bias recovery."""
@@ -176,7 +192,7 @@ class Resolver:
             # Load images that frames hit, plus project images (for conflicts); skip the other system libs.
             if path not in hit_paths and path.startswith(SYSTEM_DIRS):
                 continue
-            mod = self.module_for(path)
+            mod = self._module_for_entry(entries[0])
             if mod is not None and os.path.basename(path) not in self.reports:
                 mod.bias = mod.bias_from_maps(entries)
                 mod.bias_source = "maps"
@@ -224,8 +240,8 @@ class Resolver:
                         w.shown_module = entry.path or None
                         w.note = f"address in {entry.path or 'an anonymous mapping'} (no file to read)"
                         continue
-                    w.shown_module = os.path.basename(entry.path)
-                    w.module = self.module_for(entry.path)
+                    w.shown_module = os.path.basename(entry.name)
+                    w.module = self._module_for_entry(entry)
                     if w.module is None:
                         w.note = f"cannot read {entry.path}"
                         continue

@@ -404,3 +404,35 @@ def test_progress_bar_only_on_a_terminal_and_only_when_cold(builds, tmp_path, em
     piped = subprocess.run([__import__("sys").executable, "-m", "asciichat_diag.cli", "symbolize", *args, "--no-cache"],
                            capture_output=True, env=env)  # fmt: skip
     assert piped.stderr == b"" and piped.stdout == out_cold
+
+
+def test_live_pid_after_the_library_was_deleted(builds, tmp_path, empty_debug_dir):
+    """Rebuilt while running: maps says `(deleted)`; --pid reads the old file through /proc/PID/map_files."""
+    b = builds["lld"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    exe = run_dir / "ascii-chat"
+    lib = run_dir / "libasciichat.so"
+    exe.write_bytes(b.exe.read_bytes())
+    lib.write_bytes(b.lib.read_bytes())
+    exe.chmod(0o755)
+    proc = subprocess.Popen([str(exe), "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while True:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if not line or "[vsyscall]" in line:
+                break
+        lib.unlink()
+        if not os.access(f"/proc/{proc.pid}/map_files", os.R_OK):
+            pytest.skip("/proc/PID/map_files is not readable here")
+        frames = "".join(x for x in lines if re.match(r"^\s+\[\d+\] 0x", x))
+        _, data = run_json([write(tmp_path, "p.txt", frames), "--pid", str(proc.pid), "--no-cache",
+                               "--debug-dir", str(empty_debug_dir)])  # fmt: skip
+        top = data["frames"][0]
+        assert top["module"] == "libasciichat.so" and top["function"] == "frame_encode"
+        assert top["inlined"][0]["function"] == "helper_inl"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
