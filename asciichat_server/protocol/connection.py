@@ -238,7 +238,10 @@ class _Connection:
             raise ValueError(f"{packet_type_name(ptype)} is managed by the connection, not sent by the application")
         if self.state in (ConnectionState.ERROR, ConnectionState.CLOSED):
             return
-        if self.state is ConnectionState.HANDSHAKE:
+        # While we answer a rekey the peer switches keys as soon as it reads our REKEY_RESPONSE, so
+        # nothing may be sealed under the old key until its REKEY_COMPLETE arrives.
+        rekeying = self._session is not None and self._session.responding_rekey
+        if self.state is ConnectionState.HANDSHAKE or rekeying:
             if len(payload) > MAX_PAYLOAD:
                 raise ValueError(f"{packet_type_name(ptype)} of {len(payload)} bytes exceeds the ACIP limit")
             if len(self._held) == self._held.maxlen:
@@ -300,6 +303,10 @@ class _Connection:
         self.state = ConnectionState.OPEN
         self._stage = _Stage.DONE
         self.peer_identity = identity
+        self._flush_held()
+        return [HandshakeComplete(self.encrypted, self.key_variant, identity)]
+
+    def _flush_held(self) -> None:
         held = list(self._held)
         self._held.clear()
         for ptype, payload in held:
@@ -307,7 +314,6 @@ class _Connection:
                 self.held_dropped += 1  # queued before we knew the session would be encrypted
                 continue
             self._outbox.append(self._wire(ptype, payload))
-        return [HandshakeComplete(self.encrypted, self.key_variant, identity)]
 
     def _handle(self, packet: Packet) -> list[Event]:
         if self._session is not None:
@@ -338,6 +344,7 @@ class _Connection:
             session.complete_rekey(packet.payload)
             if self.state is ConnectionState.HANDSHAKE and session.locked:
                 return self._open(self.peer_identity)  # the rekey itself revealed the key variant
+            self._flush_held()  # what the application sent meanwhile, now under the new key
             return []
         if packet.type == PacketType.CRYPTO_REKEY_RESPONSE:
             return self._on_rekey_response(packet)

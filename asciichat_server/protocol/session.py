@@ -220,6 +220,11 @@ class EncryptedSession:
     def rekey_pending(self) -> bool:
         return self._rekey_keypair is not None or self._pending_keys is not None
 
+    @property
+    def responding_rekey(self) -> bool:
+        """We answered a REKEY_REQUEST and wait for REKEY_COMPLETE: the peer may already use the new key."""
+        return self._pending_keys is not None
+
     def respond_rekey(self, peer_public: bytes) -> bytes:
         """Responder: REKEY_REQUEST received → our REKEY_RESPONSE packet; the key switches on REKEY_COMPLETE.
 

@@ -552,11 +552,14 @@ def test_client_initiated_rekey(variant: str) -> None:
     client.start_rekey()
     (request,) = client.data_to_send()
     assert decode_packet(request).type == PacketType.CRYPTO_REKEY_REQUEST
-    # The server keeps talking under the old key while the rekey is in flight.
+    # What the server sent before the request is sealed under the old key.
     server.send(PacketType.PONG)
     events = server.receive_data(request)
     assert events == []
     pong, response = server.data_to_send()
+    # Once it has answered, it holds application packets: the client switches on reading the response.
+    server.send(PacketType.SERVER_STATE, bytes(32))
+    assert server.data_to_send() == []
     client.receive_data(pong)
     client.receive_data(response)
     (complete,) = client.data_to_send()
@@ -566,6 +569,9 @@ def test_client_initiated_rekey(variant: str) -> None:
     server.receive_data(complete)
     assert server.rekeys == 1 and client.rekeys == 1
     assert server._session.key != old_key  # type: ignore[union-attr]
+    (held,) = server.data_to_send()
+    client._session._old_receiver = None  # type: ignore[union-attr]  # prove it is sealed under the new key
+    assert client.receive_data(held) == [PacketReceived(Packet(PacketType.SERVER_STATE, bytes(32)))]
     _roundtrip(server, client)
 
 
