@@ -14,6 +14,31 @@ import pytest
 from asciichat_diag.ports.sockdiag import dump_tcp
 
 
+def _have_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+HAVE_IPV6 = _have_ipv6()
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "ipv6: needs an IPv6 loopback (::1); skipped on hosts without one")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if HAVE_IPV6:
+        return
+    skip = pytest.mark.skip(reason="no IPv6 loopback (::1) on this host")
+    for item in items:
+        if "ipv6" in item.keywords and "tests/ports" in str(item.fspath):
+            item.add_marker(skip)
+
+
 def free_port(both_families: bool = True, outside_ephemeral: bool = False) -> int:
     """A port that is free on 127.0.0.1 (and ::1), with no TIME_WAIT from earlier tests on it.
 
@@ -43,7 +68,7 @@ def free_port(both_families: bool = True, outside_ephemeral: bool = False) -> in
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
             probe.close()
-        if both_families:
+        if both_families and HAVE_IPV6:
             v6 = socket.socket(socket.AF_INET6)
             v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
@@ -170,4 +195,5 @@ def net():
         wait_for=wait_for,
         own_name=own_name,
         ThreadedAsyncServer=ThreadedAsyncServer,
+        have_ipv6=HAVE_IPV6,
     )

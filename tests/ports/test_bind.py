@@ -25,6 +25,7 @@ def variant(report, host: str, options: list[str]):
     return next(v for v in report.variants if v.host == host and v.options == options)
 
 
+@pytest.mark.ipv6
 def test_free_port_binds_every_way(port) -> None:
     report = run_bind(port, ["127.0.0.1", "::1"], retries=0, backoff_s=0.1)
     assert report.ok and all(v.ok for v in report.variants)
@@ -39,6 +40,7 @@ def test_free_port_binds_every_way(port) -> None:
     assert data["ok"] and data["variants"][0]["attempts"][0]["ok"]
 
 
+@pytest.mark.ipv6
 def test_time_wait_scenario_blocked_then_immediate(port) -> None:
     report = run_scenario("time-wait", port, ["127.0.0.1", "::1"], retries=0, backoff_s=0.1)
     assert report.scenario_matches
@@ -79,6 +81,7 @@ def test_time_wait_from_listener_without_reuseaddr(port) -> None:
     assert "did not set SO_REUSEADDR" in report.explanation
 
 
+@pytest.mark.ipv6
 def test_live_listener_scenario(port) -> None:
     report = run_scenario("live-listener", port, ["127.0.0.1", "::1"], retries=0, backoff_s=0.1)
     assert report.scenario_matches and not report.ok

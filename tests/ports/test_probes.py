@@ -242,6 +242,7 @@ async def test_ws_probe_on_plain_http_and_closed_port(net) -> None:
     assert closed.status == "refused"
 
 
+@pytest.mark.ipv6
 def test_sync_connect_probes_ok_and_refused(net, port, sockets) -> None:
     from asciichat_diag.ports.probes import connect_probes
 
