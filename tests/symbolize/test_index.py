@@ -232,7 +232,7 @@ def test_parallel_unit_decoding_gives_the_same_index(tmp_path, monkeypatch):
         (d / f"u{k}.c").write_text(SRC.replace("outer", f"outer{k}").replace("api", f"api{k}")
                                    .replace("local_helper", f"lh{k}").replace("sink", f"sink{k}"))  # fmt: skip
     out = d / "lib.so"
-    subprocess.run(["clang", "-g", "-O2", "-fPIC", "-shared", "-fuse-ld=lld", *[f"u{k}.c" for k in range(6)], "-o",
+    subprocess.run(["clang", "-g", "-O1", "-fPIC", "-shared", "-fuse-ld=lld", *[f"u{k}.c" for k in range(6)], "-o",
                     str(out)], cwd=d, check=True)  # fmt: skip
     img = parse_elf(str(out))
     serial = build_elf_index(img, None)

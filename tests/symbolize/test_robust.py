@@ -21,7 +21,7 @@ __attribute__((noinline)) int outer(int x) { int a = inner(x); return a + rand()
 """
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.one_of(
     st.text(max_size=80),
     st.sampled_from(["  [3] 0x7f00", "#1 0x1 in f a.c:1", "#2  <signal handler called>", "x(+0x1) [0x2]",
