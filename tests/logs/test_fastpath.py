@@ -102,7 +102,7 @@ def test_required_literals(pattern: str, literals: list[str] | None) -> None:
 
 
 @pytest.mark.parametrize(("tags", "greps"), CASES)
-@pytest.mark.parametrize("block", [512, 4096, 1 << 20])
+@pytest.mark.parametrize("block", [512, 1 << 20])
 def test_prefilter_equals_full_parse(tags: tuple[str, ...], greps: list[str], block: int) -> None:
     data = make_log()
     full = select(data, tags, greps, prefilter=False, block=1 << 20)
@@ -183,7 +183,7 @@ LINE_KINDS = st.sampled_from(
 )
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     lines=st.lists(LINE_KINDS, min_size=1, max_size=60),
     block=st.integers(16, 400),

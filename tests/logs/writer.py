@@ -28,10 +28,12 @@ class CLog:
         self.counts: dict[str, int] = {}
         self.fd = -1
         self.seq = 0
-        self.last_logged: dict[str, float] = {}
+        self.last_logged: dict[str, int] = {}
         self.calls: dict[str, int] = {}
         self.reported_suppressed: dict[str, int] = {}
         self.pending_suppressed: dict[str, int] = {}
+        # Virtual clock in microseconds (the rates scenario): exact gaps whatever the machine load.
+        self.clock_us: int | None = None
         self.open_run(first=True)
 
     def open_run(self, first: bool = False) -> None:
@@ -41,9 +43,14 @@ class CLog:
         if not first:
             self.events.append("new-run")
 
-    @staticmethod
-    def stamp() -> str:
-        return datetime.now().strftime("%H:%M:%S.%f")
+    def stamp(self) -> str:
+        if self.clock_us is None:
+            return datetime.now().strftime("%H:%M:%S.%f")
+        seconds, micros = divmod(self.clock_us, 1_000_000)
+        return f"{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{micros:06d}"
+
+    def now_us(self) -> int:
+        return self.clock_us if self.clock_us is not None else int(time.monotonic() * 1e6)
 
     def format(self, level: str, site: tuple[str, int, str] | None, msg: str, cont: tuple[str, ...] = ()) -> str:
         head = f"[{self.stamp()}] [{level:<5}]"
@@ -75,9 +82,9 @@ class CLog:
         """log_every: C style (drops silently) or asciichat-server style (suffix with the count)."""
         key = f"{site[0]}:{site[1]}"
         self.calls[key] = self.calls.get(key, 0) + 1
-        now = time.monotonic()
+        now = self.now_us()
         last = self.last_logged.get(key)
-        if last is not None and now - last < interval_s:
+        if last is not None and now - last < round(interval_s * 1e6):
             self.pending_suppressed[key] = self.pending_suppressed.get(key, 0) + 1
             return False
         self.last_logged[key] = now
@@ -201,38 +208,39 @@ def scenario_follow(log: CLog, pause: float, sync: str | None = None) -> None:
 
 
 def scenario_rates(log: CLog, duration: float) -> None:
-    """Known rates: a C-style log_every at 0.1 s and a server-style one at 0.2 s, both called every 10 ms;
-    an unlimited site every 50 ms; WS client lifecycles with known durations."""
-    start = time.monotonic()
-    next_plain = start
-    clients: list[tuple[int, float]] = []
-    next_client = start
+    """Known rates on a virtual clock ticking 10 ms per loop (09:00:00 on): a C-style log_every at
+    0.1 s and a server-style one at 0.2 s, both called every tick; an unlimited site every 50 ms;
+    three WS clients connecting 250 ms apart and leaving after 0.1, 0.2 and 0.3 s."""
+    tick_us = 10_000
+    log.clock_us = 9 * 3600 * 1_000_000
+    start = log.clock_us
+    clients: list[tuple[int, int]] = []
     n_client = 0
-    while (now := time.monotonic()) - start < duration:
+    while log.clock_us - start < round(duration * 1e6):
+        elapsed = log.clock_us - start
         log.every(0.1, "DEV", WS_FILE, "[WS_FLOW] Queue: free=10/64 (used=54)", server=False)
         log.every(0.2, "DEBUG", SERVER_FLOW, "[WS_FLOW] queue=65536 bytes buffered for id=1 peer=127.0.0.1:40000", True)
-        if now >= next_plain:
+        if elapsed % 50_000 == 0:
             log.record("INFO", REASM, "[WS_REASSEMBLE] fragment received", key="reassemble")
-            next_plain += 0.05
-        if now >= next_client and n_client < 3:
+        if elapsed % 250_000 == 0 and n_client < 3:
             n_client += 1
             peer = f"127.0.0.1:{41000 + n_client}"
             log.record(
                 "DEBUG", None, f"[WS_CONNECT] peer={peer}, path=/, subprotocol=acip, open={n_client}", key="connect"
             )
-            clients.append((n_client, now))
-            next_client += 0.25
+            clients.append((n_client, log.clock_us))
         for cid, opened in list(clients):
-            if now - opened >= 0.1 * cid:
+            if log.clock_us - opened >= 100_000 * cid:
                 clients.remove((cid, opened))
                 log.record(
                     "DEBUG",
                     None,
                     f"[WS_DISCONNECT] Client disconnecting (id={cid}, cleanup=done, active=false, "
-                    f"reason=peer closed (1000), peer=127.0.0.1:{41000 + cid}, duration={now - opened:.2f}s, open=0)",
+                    f"reason=peer closed (1000), peer=127.0.0.1:{41000 + cid}, "
+                    f"duration={(log.clock_us - opened) / 1e6:.3f}s, open=0)",
                     key="disconnect",
                 )
-        time.sleep(0.01)
+        log.clock_us += tick_us
 
 
 def main() -> None:
