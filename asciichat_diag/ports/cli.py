@@ -87,6 +87,8 @@ def ports(
     Lists every socket on the port (family, v6only, state, TIME_WAIT time left, PID, process,
     exe, parent), probes 127.0.0.1 and ::1 separately, and flags what is wrong. Exit status: 0
     when the port is listened on and the probes succeed, 1 when something is wrong, 2 on bad usage.
+    --json prints one object per port (a list for several ports or --all): every socket (one per
+    line, processes referenced by PID under "processes"), probes, and findings with stable codes.
 
     \b
     Examples:
