@@ -436,3 +436,26 @@ def test_live_pid_after_the_library_was_deleted(builds, tmp_path, empty_debug_di
     finally:
         proc.stdin.close()
         proc.wait(timeout=10)
+
+
+def test_crash_from_another_machine_with_search_path(builds, tmp_path, empty_debug_dir):
+    """Maps paths from a machine we do not have: binaries come from --search-path (by path tail)."""
+    b = builds["lld"]
+    elsewhere = "/home/someone/ascii-chat/build"
+    text = b.outputs["trace"].replace(str(b.exe.parent), elsewhere)
+    assert elsewhere + "/libasciichat.so" in text
+    copy = tmp_path / "artifacts" / "build"
+    copy.mkdir(parents=True)
+    for src in (b.exe, b.lib):
+        (copy / src.name).write_bytes(src.read_bytes())
+    ref = run_json([write(tmp_path, "t0.txt", b.outputs["trace"]), "--debug-dir", str(empty_debug_dir)])[1]
+    _, data = run_json([write(tmp_path, "t.txt", text), "--search-path", str(tmp_path / "artifacts"),
+                           "--debug-dir", str(empty_debug_dir)])  # fmt: skip
+    ours = [f for f in data["frames"] if f["module"] in ("libasciichat.so", "ascii-chat")]
+    assert [f["function"] for f in ours] == [f["function"] for f in ref["frames"] if f["module"] in
+                                             ("libasciichat.so", "ascii-chat")]  # fmt: skip
+    assert {m["path"] for m in data["modules"] if m["name"] == "libasciichat.so"} == {str(copy / "libasciichat.so")}
+    # Without it those frames cannot be resolved, and the exit status says so.
+    code, data = run_json([write(tmp_path, "t2.txt", text), "--debug-dir", str(empty_debug_dir)])
+    assert code == 1
+    assert all(f["source"] is None for f in data["frames"] if f["module"] == "libasciichat.so")
