@@ -368,7 +368,7 @@ class ReassemblyWatchdog:
             if fragments > 1:
                 age = now - self._message_started if was_in_message else 0.0
                 self._on_complete(ReassemblyInfo(fragments, size, self._max_gap, age, self.timeout_s))
-        if not scanner.in_message:
+        if not scanner.in_message or self.timeout_s <= 0:  # 0: no timer (HEAD has none at all)
             self._cancel_timer()
             return
         if not was_in_message or scanner.messages != messages_before:
@@ -453,8 +453,6 @@ class _AcipWebSocketResponse(web.WebSocketResponse):
         # reader gets them inside super()._post_start, so the scanner must be told afterwards.
         early = bytes(getattr(handler, "_message_tail", b""))
         super()._post_start(request, protocol, writer)
-        if self._reassembly_timeout_s <= 0:
-            return  # disabled by configuration (HEAD has no reassembly timeout at all)
         inner = getattr(handler, "_payload_parser", None)
         transport = request.transport
         if inner is None or transport is None or self._loop is None or not hasattr(inner, "feed_data"):
@@ -672,7 +670,7 @@ class _Room(Protocol):
 class WsSettings:
     """The knobs this transport reads from ServerConfig (with their defaults when absent)."""
 
-    #: Gap allowed between bytes of one message; 0 turns the watchdog off.
+    #: Gap allowed between bytes of one message; 0 turns the timer off.
     reassembly_timeout_s: float = DEFAULT_REASSEMBLY_TIMEOUT_S
     #: aiohttp ping interval (pong awaited for half of it); None or 0 turns pings off.
     heartbeat_s: float | None = DEFAULT_HEARTBEAT_S

@@ -152,7 +152,8 @@ async def test_gaps_of_1_9s_pass(ws_factory, raw_client, make_packet, caplog) ->
     # The reassembled message is logged with its longest gap: a near miss, visible in the log.
     (line,) = _lines(caplog, "[WS_REASSEMBLY]")
     match = re.search(r"\[WS_REASSEMBLY\] reassembled: fragments=58, elapsed=(\d\.\d\d)s/2s, size=235542", line)
-    assert match and 1.9 <= float(match[1]) < 2.0, line
+    # (Under heavy load our own loop's lateness is part of the measured gap, so no upper bound.)
+    assert match and float(match[1]) >= 1.9, line
     await client.aclose()
 
 
@@ -213,20 +214,24 @@ async def test_configured_timeout_and_pings_do_not_extend_it(ws_factory, raw_cli
         await client.ping()
     close = await client.wait_closed()
     assert isinstance(close, CloseConnection) and close.code == 1008
-    assert 0.45 < time.monotonic() - started < 0.8
+    assert 0.45 < time.monotonic() - started < 1.5
     await server.wait_for(lambda: server.metrics.slots_used == 0)
     (line,) = _lines(caplog, "[WS_REASSEMBLY] message dropped")
-    assert re.search(r"fragments=1, elapsed=0\.\d\ds/0\.5s, size=4096", line), line
+    match = re.search(r"fragments=1, elapsed=(\d\.\d\d)s/0\.5s, size=4096, age=(\d\.\d\d)s", line)
+    assert match, line
+    # Had a ping counted, the gap (elapsed) would be >= 0.4 s shorter than the message's age.
+    assert abs(float(match[2]) - float(match[1])) <= 0.02, line
 
 
-async def test_zero_timeout_turns_the_watchdog_off(ws_factory, raw_client, make_packet) -> None:
+async def test_zero_timeout_turns_the_timer_off(ws_factory, raw_client, make_packet) -> None:
     server = await ws_factory(reassembly_timeout_s=0)
     client = await raw_client.connect(server.port)
     frame = make_packet(IMAGE_FRAME, os.urandom(10_000))
     await client.send_fragmented(frame, fragment_size=4096, gaps={0: 0.3})
     assert (await client.next_event()).data == frame
     (link,) = server.listener.links
-    assert link._ws.watchdog is None
+    assert link._ws.watchdog is not None and link._ws.watchdog._timer is None  # still reorders, never times
+    assert server.metrics.reassembly_timeouts == 0
     await client.aclose()
 
 
@@ -506,7 +511,7 @@ async def test_a_late_event_loop_does_not_blame_the_peer(ws_factory, make_packet
     from wsproto import ConnectionType, WSConnection
     from wsproto.events import AcceptConnection, Request
 
-    server = await ws_factory(reassembly_timeout_s=0.5)
+    server = await ws_factory(reassembly_timeout_s=1.0)
     loop = asyncio.get_running_loop()
     frame = make_packet(IMAGE_FRAME, os.urandom(8192))
     send_second_at: list[float] = []
@@ -541,7 +546,7 @@ async def test_a_late_event_loop_does_not_blame_the_peer(ws_factory, make_packet
     await asyncio.to_thread(first_sent.wait, 5)
     await server.wait_for(lambda: any(link._ws.watchdog.scanner.in_message for link in server.listener.links))
     (link,) = server.listener.links
-    deadline = link._ws.watchdog._last_progress + 0.5
+    deadline = link._ws.watchdog._last_progress + 1.0
     assert loop.time() < deadline - 0.15, "too slow to set the scene"
     send_second_at.append(deadline + 0.1)  # loop.time() is time.monotonic()
     loop.call_at(deadline - 0.1, time.sleep, 0.15)  # busy across the deadline
