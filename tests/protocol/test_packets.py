@@ -300,3 +300,80 @@ def test_tiny_payloads_are_not_held_back_by_interleave_detection() -> None:
     # HEAD's REKEY_COMPLETE is the single byte 00, a prefix of the magic: it must still arrive at once.
     wire = encode_packet(PacketType.CRYPTO_REKEY_COMPLETE, b"\x00")
     assert PacketDecoder(max_interleaved=2).feed(wire) == [Packet(PacketType.CRYPTO_REKEY_COMPLETE, b"\x00")]
+
+
+# ---------------------------------------------------------------- the real c41 handshake, replayed into our core
+
+
+def _session_packets(session: int) -> list[tuple[str, bytes]]:
+    """(direction, complete wire packet) of one capture session, plaintext packets with full payloads only."""
+    path = CAPTURE if CAPTURE.exists() else Path(__file__).resolve().parents[3] / "shared/spec/capture-c41.txt"
+    out: list[tuple[str, bytes]] = []
+    current = 0
+    for line in path.read_text().splitlines():
+        if line.startswith("## Session "):
+            current = int(line.split()[2].rstrip(":"))
+        m = LINE.search(line)
+        if current == session and m and len(m["payload"]) // 2 == int(m["length"]):
+            out.append(("C" if " C->S " in line else "S", bytes.fromhex(m["header"] + m["payload"])))
+    return out
+
+
+def test_real_c41_client_handshake_bytes_drive_our_server() -> None:
+    from asciichat_server.protocol.connection import ConnectionState, ServerConnection, ServerSecurity
+
+    packets = _session_packets(1)
+    client_side = [w for d, w in packets if d == "C" and decode_packet(w).type != PacketType.ENCRYPTED]
+    real_server = [w for d, w in packets if d == "S"]
+    server = ServerConnection(ServerSecurity(), "tcp")
+    replies: list[bytes] = []
+    for wire in client_side:  # PROTOCOL_VERSION, CRYPTO_CAPABILITIES, KEY_EXCHANGE_RESP, header and payload split
+        for cut in (22,):
+            assert server.receive_data(wire[:cut]) == []
+            assert server.receive_data(wire[cut:]) == []
+        replies += server.data_to_send()
+    types = [decode_packet(w).type for w in replies]
+    assert types == [decode_packet(w).type for w in real_server[:4]]
+    # Our first two replies are byte-identical to the real c41 server's (the next carry fresh keys).
+    assert replies[:2] == real_server[:2]
+    assert server.state is ConnectionState.HANDSHAKE  # waiting for the first ENCRYPTED packet
+
+
+def test_real_c41_server_handshake_bytes_drive_our_client() -> None:
+    from asciichat_server.protocol.connection import ClientConnection, ClientSecurity, ConnectionState
+    from asciichat_server.protocol.events import HandshakeComplete
+
+    packets = _session_packets(1)
+    real_client = [w for d, w in packets if d == "C" and decode_packet(w).type != PacketType.ENCRYPTED]
+    server_side = [w for d, w in packets if d == "S" and decode_packet(w).type != PacketType.ENCRYPTED]
+    client = ClientConnection(ClientSecurity(), "tcp")
+    client.start()
+    sent = client.data_to_send()
+    events = []
+    for wire in server_side:
+        events += client.receive_data(wire)
+        sent += client.data_to_send()
+    assert events == [HandshakeComplete(True, "c41", None)]
+    assert client.state is ConnectionState.OPEN
+    # PROTOCOL_VERSION and CRYPTO_CAPABILITIES exactly as the c41 client sends them; then our own key.
+    assert sent[:2] == real_client[:2]
+    assert [decode_packet(w).type for w in sent] == [decode_packet(w).type for w in real_client]
+
+
+def test_real_c41_plaintext_session_drives_our_server() -> None:
+    from asciichat_server.protocol.connection import ServerConnection, ServerSecurity
+    from asciichat_server.protocol.events import HandshakeComplete, PacketReceived
+
+    client_side = [w for d, w in _session_packets(2) if d == "C"]
+    # The capture cuts CLIENT_CAPABILITIES (160 B) at 64 bytes; rebuild a valid first packet, then
+    # replay the real STREAM_START and PING packets.
+    from asciichat_server.protocol.payloads import ClientCapabilities
+
+    server = ServerConnection(ServerSecurity(), "tcp")
+    events = server.receive_data(encode_packet(PacketType.CLIENT_CAPABILITIES, ClientCapabilities().encode()))
+    for wire in client_side:
+        events += server.receive_data(wire)
+    assert isinstance(events[0], HandshakeComplete) and not events[0].encrypted
+    got = [e.packet for e in events[1:] if isinstance(e, PacketReceived)]
+    assert [p.type for p in got][1:] == [decode_packet(w).type for w in client_side]
+    assert [StreamFlags.decode(p.payload).streams for p in got if p.type == PacketType.STREAM_START] == [3, 1, 2]
