@@ -465,3 +465,20 @@ def test_shared_listener_findings_by_expectation(net, port, sockets) -> None:
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_ports_json_path_imports_stay_light(net, port, sockets) -> None:
+    # startup is part of the 0.5 s budget: no numpy/pyelftools, and no asyncio/aiohttp/psutil unless
+    # --acip/--ws or a fallback needs them
+    sockets.append(net.listener("127.0.0.1", port))
+    script = (
+        "import sys\n"
+        "from asciichat_diag.cli import main\n"
+        f"sys.argv = ['diag', 'ports', '{port}', '--json', '--any-owner']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ('numpy', 'elftools', 'aiohttp', 'asyncio', 'psutil', 'av')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stderr.strip().splitlines()[-1] == "[]"
+    assert json.loads(result.stdout)["listening"]
