@@ -483,6 +483,18 @@ async def test_heartbeat_keeps_answering_clients_and_drops_silent_ones(ws_factor
     silent.abort()
 
 
+async def test_head_and_trailing_slash_on_health(ws_factory) -> None:
+    server = await ws_factory()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"HEAD /health/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"application/json" in head
+    assert body == b""
+
+
 async def test_shutdown_is_quick_even_with_peers_that_never_answer(ws_factory, raw_client, make_packet) -> None:
     server = await ws_factory()
     silent = [await raw_client.connect(server.port) for _ in range(4)]
