@@ -83,6 +83,7 @@ class Run:
     lifecycle: LifecycleTracker = field(default_factory=LifecycleTracker)
     matched: int = 0
     parsed: int = 0
+    read: dict[str, int] = field(default_factory=dict)  # lines and bytes read from the files
     events: list[dict[str, Any]] = field(default_factory=list)
     window: deque | None = None  # -n: last N (hit, note) pairs, printed when the backlog is read
 
@@ -132,6 +133,8 @@ class Run:
             files=self.opts.files,
             records_seen=self.parsed,
             records_matched=self.matched,
+            lines_read=self.read.get("lines", 0),
+            bytes_read=self.read.get("bytes", 0),
             tags=tag_summary(sites),
             sites=sites,
             ws_sessions=self.lifecycle.sessions,
@@ -164,7 +167,7 @@ def _read_backlog(run: Run, path: str, fh: Any, end: int, follow: bool) -> tuple
         pipeline = run.make_pipeline(first_day, mtime, reference)
     parser = RecordParser(path)
     prefilters = block_prefilters(pipeline.record_filter, o.patterns, is_json) if o.prefilter else []
-    for hit in scan(fh, parser, pipeline.process, pipeline.assigner.observe, prefilters, start, end):
+    for hit in scan(fh, parser, pipeline.process, pipeline.assigner.observe, prefilters, start, end, stats=run.read):
         run.emit(hit)
     for hit in pipeline.process(parser.flush()):
         run.emit(hit)
@@ -191,7 +194,7 @@ def _read_stdin(run: Run) -> None:
     now = datetime.now()
     pipeline = run.make_pipeline(None, now, now)
     parser = RecordParser("-")
-    for hit in scan(sys.stdin.buffer, parser, pipeline.process, pipeline.assigner.observe, [], 0, None):
+    for hit in scan(sys.stdin.buffer, parser, pipeline.process, pipeline.assigner.observe, [], 0, None, stats=run.read):
         run.emit(hit)
     for hit in pipeline.process(parser.flush()):
         run.emit(hit)

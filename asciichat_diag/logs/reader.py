@@ -130,14 +130,20 @@ def scan(
     start: int = 0,
     end: int | None = None,
     block_bytes: int = BLOCK_BYTES,
+    stats: dict[str, int] | None = None,
 ) -> Iterator[GrepHit]:
     """Parse fh[start:end] and run the records through `process` (the pipeline).
+
+    `stats`, when given, accumulates "lines" and "bytes" read (cheap even on the fast path).
 
     With prefilters, only the records around their hits are decoded and parsed; the search
     runs on the raw bytes when the block allows it (no NUL, no escape codes), else on text.
     """
     rendered = any(p.rendered for p in prefilters)
     for raw in iter_raw_blocks(fh, start, end, block_bytes):
+        if stats is not None:
+            stats["lines"] = stats.get("lines", 0) + raw.count(b"\n")
+            stats["bytes"] = stats.get("bytes", 0) + len(raw)
         if not prefilters or (rendered and (raw[:1] == b"{" or b"\n{" in raw)):
             text = clean(raw)
             if text.endswith("\n"):

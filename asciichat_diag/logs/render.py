@@ -177,8 +177,10 @@ class LineWriter:
 @dataclass
 class Summary:
     files: list[str]
-    records_seen: int
+    records_seen: int  # records parsed (the fast path parses only candidates)
     records_matched: int
+    lines_read: int = 0  # backlog only; lines that arrived while following are not counted
+    bytes_read: int = 0
     tags: list[TagStats] = field(default_factory=list)
     sites: list[SiteStats] = field(default_factory=list)
     ws_sessions: list[WsSession] = field(default_factory=list)
@@ -208,7 +210,8 @@ def print_summary(summary: Summary, console: Console) -> None:
     if not console.is_terminal:
         console.width = max(console.width, 400)  # a file or pipe gets whole rows, not squeezed cells
     console.print(
-        f"[bold]{summary.records_matched}[/] records matched of {summary.records_seen} in {', '.join(summary.files)}"
+        f"[bold]{summary.records_matched}[/] records matched in {', '.join(summary.files)} "
+        f"({summary.records_seen} records parsed, {summary.lines_read} lines / {summary.bytes_read} bytes read)"
     )
     tags = Table(title="Tags", title_justify="left")
     for col in ("tag", "count", "first", "last", "rate/s", "sites", "suppressed"):

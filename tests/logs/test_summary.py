@@ -48,7 +48,11 @@ def test_counts_per_site_and_tag_match_the_writer(rates_run: tuple[Path, dict]) 
     assert tags["WS_FLOW"]["count"] == 30 and tags["WS_FLOW"]["sites"] == 2
     assert tags["WS_CONNECT"]["count"] == known["counts"]["connect"] == 3
     assert tags["WS_DISCONNECT"]["count"] == known["counts"]["disconnect"] == 3
-    assert s["records_matched"] == len(known["expected"])
+    assert s["records_matched"] == s["records_seen"] == len(known["expected"])
+    assert s["lines_read"] == len(log.read_text().splitlines()) and s["bytes_read"] == log.stat().st_size
+    fast = summary(str(log), "--tag", "WS_REASSEMBLE")  # the fast path parses candidates only...
+    assert fast["records_matched"] == fast["records_seen"] == 40
+    assert fast["lines_read"] == s["lines_read"]  # ...but still reads every line
     assert reasm["rate_per_s"] == 20.0 and reasm["min_gap_s"] == reasm["median_gap_s"] == 0.05
     assert reasm["first"] == reasm["first"][:11] + "09:00:00" and reasm["last"].endswith("09:00:01.950000")
     assert reasm["guessed_interval_s"] is None and reasm["possibly_suppressed"] == 0  # 50 ms is no known rate
