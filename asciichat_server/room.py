@@ -172,7 +172,6 @@ class Room:
         self._video_version = 0
         self._video_pulse = asyncio.Event()
         self._last_audio_in = 0.0
-        self._tasks: set[asyncio.Task[None]] = set()
         self._all_gone = asyncio.Event()
         self._all_gone.set()
         self._ticker: asyncio.Task[None] | None = None
@@ -289,9 +288,6 @@ class Room:
         self._all_gone.clear()
         self.metrics.connections_active += 1
         self.metrics.slots_used = self.client_count
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
         if tag:
             # DEBUG like [WS_CONNECT]; one line per connection (no rate limit) so `diag logs` can pair
             # every connect with its disconnect and its reason.
@@ -316,8 +312,6 @@ class Room:
             _log.exception("client %d: unexpected error", client.id)
         finally:
             await self._remove(client, client.stop_reason or reason)
-            if task is not None:
-                self._tasks.discard(task)
 
     async def _session(self, client: ClientSession) -> str:
         """Feed received data to the protocol; return why the session ended."""
