@@ -135,18 +135,36 @@ class _AddrCache(dict):
         return text
 
 
+# nlmsghdr and inet_diag_msg in one unpack: one C call per socket instead of two
+_HDR_MSG = struct.Struct("=IHHII" + _MSG_ALL.format[1:])
+_new_socket = tuple.__new__  # builds a DiagSocket without NamedTuple's Python-level __new__
+
+
 def _parse(data: bytes, out: list[DiagSocket], addrs: _AddrCache) -> bool:
-    """Parse one recv() worth of netlink messages; True when the dump is complete."""
+    """Parse one recv() worth of netlink messages; True when the dump is complete.
+
+    Runs once per socket (20,000 times for 10,000 loopback connections), hence the local aliases.
+    """
     offset = 0
     end = len(data)
-    unpack_hdr = _NLMSGHDR.unpack_from
-    unpack_msg = _MSG_ALL.unpack_from
+    unpack_all = _HDR_MSG.unpack_from
+    full = _HDR_MSG.size
     ntohs = socket.ntohs
     states = TCP_STATES
+    n_states = len(states)
     timers = TIMER_NAMES
     append = out.append
+    cls = DiagSocket
+    new = _new_socket
+    v6 = socket.AF_INET6
     while offset + 16 <= end:
-        msg_len, msg_type, _flags, _seq, _pid = unpack_hdr(data, offset)
+        if offset + full > end:
+            msg_len, msg_type = struct.unpack_from("=IH", data, offset)
+            if msg_type not in (NLMSG_DONE, NLMSG_ERROR) or msg_len < 16:
+                return True
+        else:
+            (msg_len, msg_type, _f, _s, _p, family, state, timer, _re, sport, dport, src, dst, _if, _ck,
+             expires, rq, wq, uid, inode) = unpack_all(data, offset)  # fmt: skip
         if msg_len < 16 or msg_type == NLMSG_DONE:
             return True
         if msg_type == NLMSG_ERROR:
@@ -155,15 +173,11 @@ def _parse(data: bytes, out: list[DiagSocket], addrs: _AddrCache) -> bool:
                 raise SockDiagUnavailable(-err, os.strerror(-err))
             return True
         if msg_type == SOCK_DIAG_BY_FAMILY:
-            p = offset + 16
-            family, state, timer, _re, sport, dport, src, dst, _if, _ck, expires, rq, wq, uid, inode = unpack_msg(
-                data, p
-            )
             v6only = None
             # the kernel attaches INET_DIAG_SKV6ONLY to IPv6 sockets in LISTEN or CLOSE only; skip
             # the attribute walk (SHUTDOWN etc.) for the thousands of connections
-            if family == socket.AF_INET6 and state in (TCP_LISTEN, TCP_CLOSE) and msg_len > 16 + _MSG_SIZE:
-                attr = p + _MSG_SIZE
+            if family == v6 and state in (TCP_LISTEN, TCP_CLOSE) and msg_len > full:
+                attr = offset + full
                 msg_end = offset + msg_len
                 while attr + 4 <= msg_end:
                     alen, atype = struct.unpack_from("=HH", data, attr)
@@ -174,20 +188,23 @@ def _parse(data: bytes, out: list[DiagSocket], addrs: _AddrCache) -> bool:
                     attr += (alen + 3) & ~3
             timer_name = timers.get(timer, f"timer{timer}")
             append(
-                DiagSocket(
-                    family,
-                    states[state] if state < len(states) else f"STATE{state}",
-                    addrs[src],
-                    ntohs(sport),
-                    addrs[dst],
-                    ntohs(dport),
-                    timer_name,
-                    expires if timer_name else None,
-                    uid,
-                    inode,
-                    v6only,
-                    rq,
-                    wq,
+                new(
+                    cls,
+                    (
+                        family,
+                        states[state] if state < n_states else f"STATE{state}",
+                        addrs[src],
+                        ntohs(sport),
+                        addrs[dst],
+                        ntohs(dport),
+                        timer_name,
+                        expires if timer_name else None,
+                        uid,
+                        inode,
+                        v6only,
+                        rq,
+                        wq,
+                    ),
                 )
             )
         offset += (msg_len + 3) & ~3
