@@ -268,6 +268,8 @@ def _plaintext_preamble() -> list[bytes]:
 async def main(args: argparse.Namespace) -> int:
     size = len(image_frame_packet())
     python = sys.executable
+    # Loopback figures follow the machine's load; print it so the numbers can be read.
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
 
     for mode, label in (("plain", "bare aiohttp (baseline)     "), ("ours", "our ws transport            ")):
         proc, match = _spawn([python, __file__, "--serve-counting", mode], re.compile(r"PORT (\d+)"))
@@ -317,6 +319,7 @@ async def main(args: argparse.Namespace) -> int:
             )
         finally:
             _stop(proc)
+    print(f"machine: load average {os.getloadavg()[0]:.1f} at end")
     return 0
 
 
