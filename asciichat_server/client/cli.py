@@ -162,7 +162,7 @@ def _run(kw: dict) -> int:
         click.echo(f"asciichat-client: {exc}", err=True)
         return EXIT_USAGE
     options = _build_options(kw)
-    display = FrameDisplay(sys.stdout, tty=sys.stdout.isatty() and not kw["snapshot"])
+    display = FrameDisplay(sys.stdout, tty=sys.stdout.isatty() and not kw["snapshot"], max_fps=options.fps)
     try:
         code, _stats = asyncio.run(run_client(options, display, reconnect=not kw["no_reconnect"]))
     except ClientError as exc:

@@ -18,12 +18,17 @@ class FrameDisplay:
     says the room changed (SERVER_STATE active count, CLEAR_CONSOLE), then writes ESC[H + frame; piped, it
     writes each frame followed by a newline and nothing else."""
 
-    def __init__(self, out: IO[str], tty: bool) -> None:
+    def __init__(self, out: IO[str], tty: bool, max_fps: float | None = None) -> None:
         self.out = out
         self.tty = tty
         self.frames_shown = 0
+        self.frames_dropped = 0
         self._needs_clear = True
         self._last_active: int | None = None
+        # On a terminal, like the C client, frames arriving faster than our fps are dropped (the C server
+        # sends up to 60/s whatever we ask for); 10 % slack so jitter does not drop frames sent at our fps.
+        self._min_interval_s = 0.9 / max_fps if (tty and max_fps) else 0.0
+        self._last_shown = -1e9
 
     def request_clear(self) -> None:
         self._needs_clear = True
@@ -32,6 +37,15 @@ class FrameDisplay:
         if self._last_active is not None and active != self._last_active:
             self._needs_clear = True
         self._last_active = active
+
+    def offer(self, text: str, now: float) -> bool:
+        """Show a live frame unless it comes too soon after the last one (terminal only); True if shown."""
+        if now - self._last_shown < self._min_interval_s and not self._needs_clear:
+            self.frames_dropped += 1
+            return False
+        self._last_shown = now
+        self.show(text)
+        return True
 
     def show(self, text: str) -> None:
         if self.tty:

@@ -229,7 +229,7 @@ class ClientSession:
                 self._first_frame_at = time.monotonic()
             self.stats.last_frame = frame
             if not self.options.snapshot:
-                self.display.show(frame.text.decode("utf-8", "replace"))
+                self.display.offer(frame.text.decode("utf-8", "replace"), time.monotonic())
         elif ptype == PacketType.PING:
             self.conn.send(PacketType.PONG)
         elif ptype == PacketType.PONG:

@@ -175,3 +175,17 @@ def test_display_tty_and_piped() -> None:
     assert out.count(CLEAR_SCREEN) == 3
     assert out.count(CURSOR_HOME) == 5
     assert out.index(CLEAR_SCREEN) < out.index("x")
+
+
+def test_display_drops_frames_faster_than_fps_on_a_terminal_only() -> None:
+    tty = io.StringIO()
+    display = FrameDisplay(tty, tty=True, max_fps=10)
+    shown = [display.offer(f"f{i}", now=i * 0.02) for i in range(20)]  # 50 frames/s offered for 0.4 s
+    assert [i for i, ok in enumerate(shown) if ok] == [0, 5, 10, 15]  # at 0.0, 0.1, 0.2, 0.3 s: 10/s
+    assert display.frames_dropped == 16
+    display.request_clear()
+    assert display.offer("after clear", now=0.39)  # a pending clear is always drawn at once
+    piped = io.StringIO()
+    display = FrameDisplay(piped, tty=False, max_fps=10)
+    assert all(display.offer(f"f{i}", now=i * 0.02) for i in range(20))  # piped: every frame
+    assert piped.getvalue().count("\n") == 20
