@@ -1,7 +1,9 @@
 """Where each video goes on a receiver's terminal: aspect fitting and the grid of up to 9 tiles (ACIP.md 5.2).
 
 Everything here is in terminal cells. A cell is twice as tall as wide (cell aspect 2.0), so an image of
-W x H pixels covers W x H/2 cells at natural proportions.
+W x H pixels covers W x H/2 cells at natural proportions. The C server lays the grid out on a cols x 2*rows
+pixel canvas; working in cells instead keeps every tile on whole cell rows (so tiles can be rendered and
+cached on their own, half-block included) and differs from it by at most one pixel row per tile.
 """
 
 from __future__ import annotations
