@@ -613,6 +613,13 @@ class AsciiFrame:
             if original_size > MAX_PAYLOAD:
                 raise ProtocolError(f"ASCII_FRAME original_size {original_size} exceeds {MAX_PAYLOAD}")
             try:
+                # decompress() trusts a content size in the zstd frame header over max_output_size, so a
+                # forged header could make it allocate gigabytes: check it against original_size first.
+                declared = zstandard.frame_content_size(body)
+                if declared > original_size or original_size == 0:
+                    raise ProtocolError(
+                        f"ASCII_FRAME zstd frame declares {declared} bytes, header says {original_size}"
+                    )
                 text = zstandard.ZstdDecompressor().decompress(body, max_output_size=original_size)
             except zstandard.ZstdError as exc:
                 raise ProtocolError(f"ASCII_FRAME zstd data is corrupt: {exc}") from None

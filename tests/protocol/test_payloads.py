@@ -218,7 +218,12 @@ def test_ascii_frame_zstd_decoding() -> None:
         P.AsciiFrame.decode(bytes(header) + wire[24:])
     with pytest.raises(ProtocolError, match=r"corrupt|inflates"):
         P.AsciiFrame.decode(wire[:24] + wire[24:-4] + b"\0\0\0\0")
-    bomb = zstandard.ZstdCompressor().compress(b"a" * 100000)
+    # A forged zstd content size must be refused before anything is allocated.
+    big = zstandard.ZstdCompressor().compress(b"a" * 70000)  # declares 70000 in its frame header
+    forged_header = struct.pack(">IIIIII", 80, 24, 100, len(big), crc32c(b"a" * 100), 0x02)
+    with pytest.raises(ProtocolError, match="declares"):
+        P.AsciiFrame.decode(forged_header + big)
+    bomb = zstandard.ZstdCompressor(write_content_size=False).compress(b"a" * 100000)
     bomb_header = struct.pack(">IIIIII", 80, 24, 100, len(bomb), crc32c(b"a" * 100), 0x02)
     with pytest.raises(ProtocolError):
         P.AsciiFrame.decode(bomb_header + bomb)  # inflating past original_size is refused, not allocated
