@@ -11,8 +11,10 @@ Polling, one stat per file per interval. What it recognises:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from dataclasses import dataclass
 
 from asciichat_diag.logs.model import Separator
@@ -41,6 +43,7 @@ class Follower:
         self._pending = b""  # partial last line
         self._history = bytearray()  # complete-line bytes consumed, last HISTORY_BYTES
         self._missing_reported = False
+        self._unreadable: int | None = None  # errno of the last failed open, reported once
         self.ever_opened = False
 
     # -- start-up ---------------------------------------------------------------------------
@@ -53,7 +56,12 @@ class Follower:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return 0
+        except OSError:  # no permission: the first poll reports it
+            return 0
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # a directory or a FIFO cannot be followed by offset
+            os.close(fd)
+            return 0
         self._cur = _Open(fd, (st.st_dev, st.st_ino))
         self.ever_opened = True
         size = st.st_size
@@ -64,6 +72,12 @@ class Follower:
         self._history = bytearray(tail[: end - start])
         self.offset = end
         return end
+
+    def _report_unreadable(self, exc: OSError) -> bool:
+        """Remember an open error; True the first time this error shows up."""
+        fresh = self._unreadable != exc.errno
+        self._unreadable = exc.errno
+        return fresh
 
     def close(self) -> None:
         if self._cur is not None:
@@ -117,7 +131,17 @@ class Follower:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return
+        except OSError as exc:
+            if self._report_unreadable(exc):
+                events.append(Separator("unreadable", self.path, f"cannot open: {exc.strerror}; waiting"))
+            return
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            if self._report_unreadable(OSError(errno.EINVAL, "not a regular file")):
+                events.append(Separator("unreadable", self.path, "not a regular file; waiting"))
+            return
+        self._unreadable = None
         old_pending = self._pending
         self.close()
         self._cur = _Open(fd, (st.st_dev, st.st_ino))

@@ -257,3 +257,17 @@ def test_several_files_get_headers(tmp_path: Path) -> None:
         f"==> {b} <==",
         "[10:00:01.000000] [INFO ] from b",
     ]
+
+
+def test_unreadable_path_is_reported_once_and_followed_when_it_becomes_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.log"
+    path.mkdir()  # a directory where the log should be
+    f = Follower(str(path))
+    assert f.open_initial() == 0 and not f.ever_opened
+    first = f.poll()
+    assert [e.kind for e in first if isinstance(e, Separator)] == ["unreadable"]
+    assert f.poll() == []  # said once
+    path.rmdir()
+    path.write_text("[10:00:00.000000] [INFO ] now a file\n")
+    assert f.poll() == ["[10:00:00.000000] [INFO ] now a file\n"]
+    f.close()
