@@ -320,6 +320,11 @@ class Room:
         handshake_deadline = client.connected_at + self.config.handshake_timeout_s
         first_deadline = client.connected_at + min(FIRST_BYTES_TIMEOUT_S, self.config.handshake_timeout_s)
         got_bytes = False
+        # Browsers never ping and a receive-only browser sends nothing after CLIENT_CAPABILITIES
+        # (ACIP 3.8): on WS the transport's ping/pong heartbeat decides liveness, not silence.
+        idle_s: float | None = self.config.idle_timeout_s
+        if link.kind == "ws" and getattr(self.config, "ws_heartbeat_s", 0) > 0:
+            idle_s = None
         try:
             conn.start()
             client.wakeup.set()
@@ -330,9 +335,9 @@ class Room:
                     wait = deadline - now
                     timeout_reason = "handshake timeout"
                 else:
-                    wait = client.last_recv + self.config.idle_timeout_s - now
+                    wait = None if idle_s is None else client.last_recv + idle_s - now
                     timeout_reason = "timeout"
-                if wait <= 0:
+                if wait is not None and wait <= 0:
                     self.metrics.timeouts += 1
                     if not client.handshake_done:
                         self.metrics.handshakes_failed += 1

@@ -137,3 +137,19 @@ async def test_stop_closes_ws_and_tcp_clients(helpers):
     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
     await ws.close()
     assert server.room.client_count == 0
+
+
+async def test_silent_ws_client_is_kept_while_heartbeat_answers(start_server, helpers):
+    # A receive-only browser sends nothing after CLIENT_CAPABILITIES; aiohttp answers WS pings for it.
+    server = await start_server(websocket=True, websocket_port=0, idle_timeout_s=0.3, ws_heartbeat_s=0.4)
+    ws = await WsClient.connect(server.ws_port)
+    await ws.send(PacketType.CLIENT_CAPABILITIES, helpers.caps_payload())
+    tcp = await helpers.AcipClient.connect(server.tcp_port)
+    await helpers.wait_until(lambda: server.room.joined_count == 2)
+    # The silent TCP client is dropped by the idle timeout; the silent WS client stays.
+    assert await tcp.raw.closed_by_server(timeout=3)
+    for _ in range(8):
+        await ws.wait_for(PacketType.SERVER_STATE)  # keepalives keep coming (pumping also answers pings)
+    assert server.room.client_count == 1
+    await ws.close()
+    await helpers.wait_until(lambda: server.room.client_count == 0)
