@@ -65,6 +65,19 @@ class RecordFilter:
             return Prefilter(fallback, literals, rendered=True)  # NDJSON spells the level differently
         return None
 
+    def client_prefilter(self) -> Prefilter | None:
+        """Candidates for --client: the id itself when it is distinctive, else the words around it."""
+        if not self.clients:
+            return None
+        literals: list[str] = []
+        for client in self.clients:
+            if len(client) >= 4:
+                literals.append(client)
+            else:  # `client 3`, `Client #3`, `client_id=3`, `id=3`, `peer=3`
+                literals += ["client", f"id={client}", f"peer={client}"]
+        literals = sorted(set(x.lower() for x in literals))
+        return Prefilter(regex.compile("|".join(regex.escape(x) for x in literals), regex.I), literals, caseless=True)
+
 
 @dataclass
 class Pipeline:
@@ -106,7 +119,7 @@ def block_prefilters(record_filter: RecordFilter, patterns: list[GrepPattern], i
     """Candidate finders run over whole blocks; [] when every record must be parsed.
 
     Every filter must pass, so any one of them may pick the candidates: a tag is the most
-    selective, then --grep (when each pattern is block-safe), then the level.
+    selective, then --grep (when each pattern is block-safe), then --client, then the level.
     """
     if record_filter.tags:
         tag = record_filter.block_prefilter(is_json)
@@ -118,5 +131,8 @@ def block_prefilters(record_filter: RecordFilter, patterns: list[GrepPattern], i
             caseless = p.ignore_case or "(?i" in p.pattern
             out.append(Prefilter(p.block_regex(), literals, caseless=caseless, rendered=True))
         return out
+    client = record_filter.client_prefilter()
+    if client is not None:
+        return [client]
     level = record_filter.block_prefilter(is_json)
     return [level] if level else []

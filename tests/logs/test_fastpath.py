@@ -70,19 +70,31 @@ CASES = [
 ]
 
 
-def test_level_prefilter_equals_full_parse() -> None:
+@pytest.mark.parametrize(
+    "rfilter",
+    [
+        RecordFilter(min_level="INFO"),
+        RecordFilter(min_level="WARN"),
+        RecordFilter(min_level="ERROR"),
+        RecordFilter(clients=frozenset({"3"})),
+        RecordFilter(clients=frozenset({"1", "4"}), min_level="WARN"),
+    ],
+)
+def test_level_and_client_prefilters_equal_full_parse(rfilter: RecordFilter) -> None:
     data = make_log()
-    for level in ("INFO", "WARN", "ERROR"):
-        rfilter = RecordFilter(min_level=level)
-        (prefilter,) = block_prefilters(rfilter, [], False)
-        results = []
-        for pre in ([], [prefilter]):
-            pipeline = Pipeline(RecordFilter(min_level=level), DateAssigner(anchor=None))
-            parser = RecordParser("x")
-            hits = list(scan(io.BytesIO(data), parser, pipeline.process, pipeline.assigner.observe, pre, 0, None, 999))
-            hits += pipeline.process(parser.flush())
-            results.append([h.record.text() for h in hits])
-        assert results[0] and results[0] == results[1]
+    lines = data.decode().split("\n")
+    for i in range(0, len(lines), 50):  # the other spellings of a client id
+        lines[i] += f" Client #{i % 5} joined, client_id={i % 7}, CLIENT {i % 3}"
+    data = "\n".join(lines).encode()
+    (prefilter,) = block_prefilters(rfilter, [], False)
+    results = []
+    for pre in ([], [prefilter]):
+        pipeline = Pipeline(rfilter, DateAssigner(anchor=None))
+        parser = RecordParser("x")
+        hits = list(scan(io.BytesIO(data), parser, pipeline.process, pipeline.assigner.observe, pre, 0, None, 999))
+        hits += pipeline.process(parser.flush())
+        results.append([h.record.text() for h in hits])
+    assert results[0] and results[0] == results[1]
 
 
 @pytest.mark.parametrize(
