@@ -187,6 +187,8 @@ class EncryptedSession:
         self.variant = variant
         self._candidates = {variant: self._candidates[variant]}
         self._receivers = {variant: self._receivers[variant]}
+        if self._sender is not None and self._sender.key != self._candidates[variant]:
+            self._sender = None  # something was sealed under the fallback guess; never reuse that key
 
     def open(self, payload: bytes) -> Packet:
         if self.variant is not None:
