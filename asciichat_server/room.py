@@ -516,8 +516,11 @@ class Room:
             spec = RenderSpec.from_capabilities(caps)
         except ValueError as exc:
             raise ProtocolError(f"CLIENT_CAPABILITIES: {exc}") from None
+        old_spec = client.spec
         client.caps = caps
         client.spec = spec
+        if old_spec is not None and (old_spec.cols, old_spec.rows) != (spec.cols, spec.rows):
+            client.last_sent_tiles = -1  # terminal resized: clear before the re-laid-out frame
         fps = int(getattr(caps, "desired_fps", 60) or 60)
         client.frame_interval = 1 / max(1, min(fps, self.config.max_fps))
         client.rendered_key = None  # a resize re-renders at once

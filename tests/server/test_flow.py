@@ -173,3 +173,22 @@ async def test_ping_answered_promptly_while_video_flows(start_server, helpers):
     assert max(rtts) < 0.5, rtts
     for c in [*senders, *viewers, pinger]:
         await c.close()
+
+
+async def test_resize_rerenders_at_new_size_after_clear(start_server, helpers):
+    server = await start_server()
+    client = await helpers.AcipClient.connect(server.tcp_port)
+    await client.send(PacketType.IMAGE_FRAME, helpers.image_payload())
+    await client.wait_for(PacketType.CLEAR_CONSOLE)
+    first = AsciiFrame.decode((await client.wait_for(PacketType.ASCII_FRAME)).payload)
+    assert (first.width, first.height) == (40, 12)
+    await client.send(PacketType.CLIENT_CAPABILITIES, helpers.caps_payload(70, 20))
+    # No new video needed: the resize alone triggers CLEAR_CONSOLE and a frame at the new size.
+    while True:
+        pkt = await client.packet()
+        if pkt.type == PacketType.CLEAR_CONSOLE:
+            break
+        assert pkt.type != PacketType.ASCII_FRAME or AsciiFrame.decode(pkt.payload).width == 40
+    resized = AsciiFrame.decode((await client.wait_for(PacketType.ASCII_FRAME)).payload)
+    assert (resized.width, resized.height) == (70, 20)
+    await client.close()
