@@ -84,6 +84,8 @@ class ResolvedFrame:
     source: str | None = None  # dwarf | symtab | input | None (unresolved)
     lookup_address: str | None = None  # the module vaddr actually looked up (after the -1 rule)
     note: str | None = None  # why a frame is unresolved, or what a re-check found
+    format: str | None = None  # which input format the frame came in (asciichat, glibc, sanitizer, gdb, ...)
+    text: str | None = None  # the input line, for formats whose line carries more than the frame
 
 
 @dataclass

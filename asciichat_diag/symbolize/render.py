@@ -49,6 +49,15 @@ def _conflict(entries: list[ConflictEntry]) -> Text:
 
 
 def frame_text(frame: ResolvedFrame, indent: str, number: int) -> list[Text]:
+    if frame.text is not None:
+        # A record with a pc= field (panic instrumentation): keep the record, append the answer.
+        head = Text(frame.text)
+        if frame.source is not None:
+            head.append("  => ", STYLE_NOTE)
+            if frame.module:
+                head.append(f"[{frame.module}] ", STYLE_MODULE)
+            head.append(_loc(frame.function, frame.file, frame.line))
+        return [head]
     head = Text(indent)
     head.append(f"[{number}]", STYLE_INDEX)
     head.append(" ")

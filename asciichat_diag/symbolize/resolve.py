@@ -516,6 +516,8 @@ class Resolver:
             source=w.source if w.source != "input-mismatch" else "input",
             lookup_address=f"{w.lookup:#x}" if w.lookup is not None else None,
             note=note,
+            format=f.fmt,
+            text=f.original if f.fmt == "panic" else None,
         )
 
 

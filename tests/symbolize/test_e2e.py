@@ -459,3 +459,14 @@ def test_crash_from_another_machine_with_search_path(builds, tmp_path, empty_deb
     code, data = run_json([write(tmp_path, "t2.txt", text), "--debug-dir", str(empty_debug_dir)])
     assert code == 1
     assert all(f["source"] is None for f in data["frames"] if f["module"] == "libasciichat.so")
+
+
+def test_panic_pc_records_keep_their_text(builds, tmp_path, empty_debug_dir):
+    b = builds["lld"]
+    trace = b.outputs["trace"]
+    first = next(x for x in trace.splitlines() if re.match(r"^\s+\[0\] 0x", x)).split()[-1]
+    maps = "\n".join(x for x in trace.splitlines() if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", x))
+    record = f"pid=1 tid=2 seq=3 ts=2026-02-20T14:03:27.481920000Z file=lib/lib.c line=11 func=f snippet=pc={first}"
+    _, out, _ = run([write(tmp_path, "p.txt", record + "\n" + maps), "--debug-dir", str(empty_debug_dir)])
+    line = out.splitlines()[0]
+    assert line.startswith(record + "  => [libasciichat.so] frame_encode() (lib/lib.c:")
