@@ -331,7 +331,12 @@ def test_usage_errors_exit_2(args) -> None:
 
 
 def test_watch_refreshes_until_interrupted(net, port, sockets) -> None:
+    import re
+    import threading
+    import time
+
     sockets.append(net.listener("127.0.0.1", port))
+    # --color always makes rich treat the pipe as a terminal, so every refresh is written at once
     proc = subprocess.Popen(
         [
             *DIAG,
@@ -341,26 +346,31 @@ def test_watch_refreshes_until_interrupted(net, port, sockets) -> None:
             "--interval",
             "0.2",
             "--color",
-            "never",
+            "always",
             "--family",
             "ipv4",
             "--any-owner",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
     )
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stdout.read1(4096), b"")), daemon=True)
+    reader.start()
     try:
-        import time
-
-        time.sleep(1.5)
+        deadline = time.monotonic() + 60  # a loaded CI box can take long to start Python
+        while time.monotonic() < deadline and b"".join(chunks).count(b"Ctrl-C to stop") < 2:
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
-    assert f"port {port}: OK" in out and "Ctrl-C to stop" in out
+    reader.join(5)
+    out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
+    assert proc.returncode == 0, proc.stderr.read().decode()
+    assert out.count("Ctrl-C to stop") >= 2  # it refreshed
+    assert f"port {port}: OK" in out
 
 
 @pytest.mark.ipv6

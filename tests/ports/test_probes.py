@@ -147,7 +147,7 @@ async def test_acip_not_acip_and_silent() -> None:
     server, port = await start(silent)
     async with server:
         result = await acip_probe("127.0.0.1", port, 0.3)
-        assert result.status == "timeout" and 250 <= result.ms < 2000
+        assert result.status == "timeout" and 250 <= result.ms < 10000
 
 
 async def test_connect_probe_states() -> None:
