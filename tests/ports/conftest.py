@@ -152,7 +152,7 @@ class ThreadedAsyncServer:
 
     def __enter__(self) -> ThreadedAsyncServer:
         self.thread.start()
-        assert self.ready.wait(5)
+        assert self.ready.wait(30)
         return self
 
     def __exit__(self, *exc) -> None:
