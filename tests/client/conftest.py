@@ -107,3 +107,11 @@ def _run_client(*args: str, timeout: float = 40.0) -> subprocess.CompletedProces
 def run_client() -> Callable[..., subprocess.CompletedProcess]:
     """Run the `asciichat-client` CLI as a subprocess (stdout piped, so plain frames)."""
     return _run_client
+
+
+@pytest.fixture(scope="module")
+def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One encrypted server (TCP and WS) shared by the tests of a module that need nothing special."""
+    server = start_server(tmp_path_factory.mktemp("shared-server"), websocket=True)
+    yield server
+    stop_server(server)

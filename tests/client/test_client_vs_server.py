@@ -51,16 +51,16 @@ def test_encrypted_snapshot_default_key_variant(server_factory, run_client) -> N
 
 
 @pytest.mark.parametrize("variant", ["c41", "head"])
-def test_key_variants_and_head_caps(server_factory, variant: str, run_client) -> None:
-    server = server_factory()
+def test_key_variants_and_head_caps(default_server, variant: str, run_client) -> None:
+    server = default_server
     result = run_client(server.tcp, *SNAPSHOT, "-x", "60", "-y", "20", "--key-variant", variant, "--head-caps")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.rstrip("\n").split("\n")
     assert len(lines) <= 20 and max(len(line) for line in lines) <= 60
 
 
-def test_requested_size_is_honoured(server_factory, run_client) -> None:
-    server = server_factory()
+def test_requested_size_is_honoured(default_server, run_client) -> None:
+    server = default_server
     result = run_client(server.tcp, *SNAPSHOT, "-x", "100", "-y", "10")
     assert result.returncode == 0, result.stderr
     # Height-bound now: 10 rows, round(10 * 480/270 * 2) = 36 columns.
@@ -83,8 +83,8 @@ def test_password_right_and_wrong(server_factory, run_client) -> None:
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
 
 
-def test_short_password_is_a_usage_error(server_factory, run_client) -> None:
-    server = server_factory()
+def test_short_password_is_a_usage_error(default_server, run_client) -> None:
+    server = default_server
     result = run_client(server.tcp, "--password", "short")
     assert result.returncode == 2
     assert "8-256" in result.stderr
@@ -147,8 +147,8 @@ def test_bad_address_is_usage_error(run_client) -> None:
     assert "invalid port" in result.stderr
 
 
-def test_websocket_encrypted_snapshot(server_factory, run_client) -> None:
-    server = server_factory(websocket=True)
+def test_websocket_encrypted_snapshot(default_server, run_client) -> None:
+    server = default_server
     assert server.ws_port
     result = run_client(server.ws, *SNAPSHOT, "-x", "40", "-y", "12", "--log-level", "debug")
     assert result.returncode == 0, result.stderr
@@ -164,14 +164,14 @@ def test_websocket_password(server_factory, run_client) -> None:
     assert bad.returncode != 0 and bad.stdout == ""
 
 
-def test_file_image_snapshot(server_factory, run_client, tmp_path) -> None:
+def test_file_image_snapshot(default_server, run_client, tmp_path) -> None:
     # Left half black, right half white: the frame must be blank on the left and dense on the right.
     pixels = bytearray()
     for _row in range(90):
         pixels += bytes([0, 0, 0]) * 80 + bytes([255, 255, 255]) * 80
     image = tmp_path / "halves.ppm"
     image.write_bytes(b"P6\n160 90\n255\n" + bytes(pixels))
-    server = server_factory()
+    server = default_server
     result = run_client(server.tcp, "--file", str(image), *SNAPSHOT[1:], "-x", "32", "-y", "9")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.rstrip("\n").split("\n")
@@ -181,9 +181,9 @@ def test_file_image_snapshot(server_factory, run_client, tmp_path) -> None:
         assert set(line[18:32]) == {"M"}  # white -> the densest character
 
 
-def test_streaming_piped_until_sigint(server_factory, tmp_path) -> None:
+def test_streaming_piped_until_sigint(default_server, tmp_path) -> None:
 
-    server = server_factory()
+    server = default_server
     cmd = [sys.executable, "-m", "asciichat_server.client.cli", server.tcp, "-x", "20", "-y", "6", "--fps", "15"]
     cmd += ["--color-level", "none"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -206,9 +206,9 @@ def test_streaming_piped_until_sigint(server_factory, tmp_path) -> None:
     assert len({tuple(lines[i : i + 5]) for i in range(0, len(lines) - 5, 5)}) > 1
 
 
-def test_tty_output_uses_cursor_home(server_factory, tmp_path) -> None:
+def test_tty_output_uses_cursor_home(default_server, tmp_path) -> None:
 
-    server = server_factory()
+    server = default_server
     leader, follower = pty.openpty()
     cmd = [sys.executable, "-m", "asciichat_server.client.cli", server.tcp, "-x", "30", "-y", "8", "--fps", "15"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), TERM="xterm-256color", COLORTERM="truecolor")
@@ -251,8 +251,8 @@ def test_websocket_plaintext_mode(server_factory, run_client) -> None:
     assert "(ws, plaintext)" in result.stderr
 
 
-def test_custom_palette_and_color_mode_alias(server_factory, run_client) -> None:
-    server = server_factory()
+def test_custom_palette_and_color_mode_alias(default_server, run_client) -> None:
+    server = default_server
     args = ["--test-pattern", "--snapshot", "--snapshot-delay", "0.5", "--fps", "10", "-x", "40", "-y", "12"]
     result = run_client(server.tcp, *args, "--color-mode", "none", "--palette", "custom", "--palette-chars", " .oO@")
     assert result.returncode == 0, result.stderr
@@ -335,13 +335,13 @@ def test_no_reconnect_exits_when_server_goes(server_factory, run_client) -> None
     assert "connection lost" in err and "reconnecting" not in err
 
 
-def test_capture_log_line_text_and_json(server_factory, run_client, tmp_path) -> None:
+def test_capture_log_line_text_and_json(default_server, run_client, tmp_path) -> None:
     import json
     import re
 
     from asciichat_server.log import LINE_RE
 
-    server = server_factory()
+    server = default_server
     text_log = tmp_path / "client.log"
     result = run_client(server.tcp, *SNAPSHOT, "--log-level", "debug", "--log-file", str(text_log))
     assert result.returncode == 0, result.stderr
@@ -382,8 +382,8 @@ def _frames_from_tty(data: bytes) -> list[list[str]]:
     return [strip.sub("", chunk).replace("\r", "").rstrip("\n").split("\n") for chunk in chunks]
 
 
-def test_terminal_resize_resends_capabilities(server_factory) -> None:
-    server = server_factory()
+def test_terminal_resize_resends_capabilities(default_server) -> None:
+    server = default_server
     leader, follower = pty.openpty()
     _set_winsize(follower, 24, 80)
     cmd = [sys.executable, "-m", "asciichat_server.client.cli", server.tcp, "--fps", "15", "--color-level", "none"]
