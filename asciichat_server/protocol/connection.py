@@ -1,9 +1,7 @@
-"""Sans-I/O ACIP connections: handshake state machines for both roles around one framing and crypto core.
+"""Sans-I/O ACIP connections: the handshake state machines of both roles over one framing and crypto core.
 
-Feed received bytes in (`receive_data` for TCP chunks, `receive_message` for one WebSocket message),
-get events out, call `send` for application packets and drain `data_to_send()` to the wire. No
-sockets, no event loop, no clock: timeouts and closing belong to the caller.
-"""
+Bytes in (receive_data / receive_message), events out, application packets via send(), wire packets via
+data_to_send(). No sockets, no event loop, no clock: timeouts and closing belong to the caller."""
 
 from __future__ import annotations
 

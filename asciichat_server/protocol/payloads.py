@@ -1,8 +1,6 @@
-"""Typed ACIP payloads: each class encodes to and decodes from the exact packed big-endian layout.
+"""Typed ACIP payloads: each class encodes to and decodes from its exact packed big-endian layout.
 
-`decode` raises ProtocolError for wrong sizes and out-of-range fields; `encode` trusts its fields
-(they come from our own code) except where the wire has a hard limit.
-"""
+decode() raises ProtocolError for wrong sizes and out-of-range fields; encode() trusts our own fields."""
 
 from __future__ import annotations
 
