@@ -803,3 +803,21 @@ def test_packets_held_during_the_handshake_are_bounded_and_never_crash_the_open(
     states = [e.packet.payload[:4] for e in client_events if isinstance(e, PacketReceived)]
     assert states == [struct.pack(">I", i) for i in range(6, 70)]  # the newest 64 survive, in order
     assert server.held_dropped == 7  # 6 overflowed + the frame that cannot be encrypted
+
+
+@pytest.mark.parametrize("variant", ["c41", "head"])
+def test_client_answers_a_server_initiated_rekey(variant: str) -> None:
+    # Our server never starts one, but a C server may; the C clients then break, ours must not.
+    server, client = _established(variant)
+    peer = server._session  # stands in for a C server's crypto context
+    assert peer is not None
+    client.receive_data(peer.start_rekey())
+    (response,) = client.data_to_send()
+    client.send(PacketType.PING)
+    assert client.data_to_send() == []  # held until REKEY_COMPLETE
+    complete = peer.finish_rekey(decode_packet(response).payload)
+    assert client.receive_data(complete) == []
+    (ping,) = client.data_to_send()
+    assert peer.open(decode_packet(ping).payload) == Packet(PacketType.PING, b"")
+    assert client.receive_data(peer.seal(PacketType.PONG)) == [PacketReceived(Packet(PacketType.PONG, b""))]
+    assert client.rekeys == 1
