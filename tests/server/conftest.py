@@ -67,10 +67,10 @@ class RawClient:
     async def send(self, ptype: int, payload: bytes = b"") -> None:
         await self.send_raw(encode_packet(ptype, payload))
 
-    async def read_raw(self, timeout: float = 3.0) -> bytes:
+    async def read_raw(self, timeout: float = 10.0) -> bytes:
         return await asyncio.wait_for(self.reader.read(65536), timeout)
 
-    async def packet(self, timeout: float = 3.0) -> Packet:
+    async def packet(self, timeout: float = 10.0) -> Packet:
         while not self.pending:
             data = await asyncio.wait_for(self.reader.read(1 << 20), timeout)
             if not data:
@@ -78,7 +78,7 @@ class RawClient:
             self.pending.extend(self.decoder.feed(data))
         return self.pending.pop(0)
 
-    async def wait_for(self, ptype: int, timeout: float = 3.0) -> Packet:
+    async def wait_for(self, ptype: int, timeout: float = 10.0) -> Packet:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -89,7 +89,7 @@ class RawClient:
             if pkt.type == ptype:
                 return pkt
 
-    async def closed_by_server(self, timeout: float = 3.0) -> bool:
+    async def closed_by_server(self, timeout: float = 10.0) -> bool:
         """True when the server closes (EOF/RST) within timeout; packets received meanwhile are kept."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -135,7 +135,7 @@ class AcipClient:
         host: str = "127.0.0.1",
         security: ClientSecurity | None = None,
         join: bool = True,
-        timeout: float = 5.0,
+        timeout: float = 10.0,
         caps: bytes | None = None,
     ) -> AcipClient:
         raw = await RawClient.connect(port, host)
@@ -169,7 +169,7 @@ class AcipClient:
             self.events.append(event)
         await self.flush()
 
-    async def complete_handshake(self, timeout: float = 5.0) -> None:
+    async def complete_handshake(self, timeout: float = 10.0) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if self.conn.state is ConnectionState.OPEN and self.handshake is None:
@@ -183,7 +183,7 @@ class AcipClient:
         self.conn.send(ptype, payload)
         await self.flush()
 
-    async def packet(self, timeout: float = 3.0) -> Packet:
+    async def packet(self, timeout: float = 10.0) -> Packet:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -193,7 +193,7 @@ class AcipClient:
                     return event.packet
             await self._pump(max(0.01, deadline - loop.time()))
 
-    async def wait_for(self, ptype: int, timeout: float = 3.0) -> Packet:
+    async def wait_for(self, ptype: int, timeout: float = 10.0) -> Packet:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -240,7 +240,7 @@ def no_task_leaks(caplog):
     assert not bad, bad
 
 
-async def wait_until(predicate, timeout: float = 3.0, interval: float = 0.01) -> None:
+async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():

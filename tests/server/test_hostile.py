@@ -50,7 +50,7 @@ async def test_each_raw_attack_is_closed_and_freed(start_server, helpers, no_tas
     for name, make in RAW_ATTACKS.items():
         raw = await helpers.RawClient.connect(server.tcp_port)
         await raw.send_raw(make(rng))
-        assert await raw.closed_by_server(timeout=3), name
+        assert await raw.closed_by_server(timeout=10), name
         errors = [p for p in raw.pending if p.type == PacketType.ERROR_MESSAGE]
         if errors:
             assert ErrorMessage.decode(errors[0].payload).code == 44, name

@@ -59,7 +59,7 @@ class WsClient:
         self.conn.send(ptype, payload)
         await self.flush()
 
-    async def wait_for(self, ptype: int, timeout: float = 3.0):
+    async def wait_for(self, ptype: int, timeout: float = 10.0):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -130,7 +130,7 @@ async def test_stop_closes_ws_and_tcp_clients(helpers):
     started = loop.time()
     await server.stop()
     assert loop.time() - started < 2.0
-    assert await tcp.raw.closed_by_server(timeout=1)
+    assert await tcp.raw.closed_by_server(timeout=3)
     msg = await asyncio.wait_for(ws.ws.receive(), 1)
     while msg.type == aiohttp.WSMsgType.BINARY:
         msg = await asyncio.wait_for(ws.ws.receive(), 1)
@@ -147,7 +147,7 @@ async def test_silent_ws_client_is_kept_while_heartbeat_answers(start_server, he
     tcp = await helpers.AcipClient.connect(server.tcp_port)
     await helpers.wait_until(lambda: server.room.joined_count == 2)
     # The silent TCP client is dropped by the idle timeout; the silent WS client stays.
-    assert await tcp.raw.closed_by_server(timeout=3)
+    assert await tcp.raw.closed_by_server(timeout=10)
     for _ in range(8):
         await ws.wait_for(PacketType.SERVER_STATE)  # keepalives keep coming (pumping also answers pings)
     assert server.room.client_count == 1
