@@ -186,10 +186,16 @@ def main() -> None:
     print(header)
     for label, elapsed, cpu, printed, n in rows:
         print(f"{label:<74} {elapsed:7.2f} {cpu:7.2f} {printed:9,} {n / elapsed:11,.0f} {n / cpu:12,.0f}")
-    for label, elapsed, _, _, n in rows[:4:2]:
-        rate = n / elapsed
-        verdict = "meets" if rate >= TARGET_LINES_PER_S else "MISSES"
-        print(f"{label}: {rate:,.0f} lines/s {verdict} the {TARGET_LINES_PER_S:,} lines/s target")
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        print(
+            f"note: load average {load:.1f} on {os.cpu_count()} CPUs while measuring: wall figures are bound by "
+            "other processes; the cpu column is what this process itself needed"
+        )
+    for label, elapsed, cpu, _, n in rows[:4:2]:
+        for kind, rate in (("wall", n / elapsed), ("cpu", n / cpu)):
+            verdict = "meets" if rate >= TARGET_LINES_PER_S else "MISSES"
+            print(f"{label}: {rate:,.0f} lines/s ({kind}) {verdict} the {TARGET_LINES_PER_S:,} lines/s target")
 
 
 if __name__ == "__main__":
