@@ -338,23 +338,37 @@ def walk_unit(ctx: UnitContext, abbrevs: dict[int, Abbrev], start: int, end: int
     for code, ab in abbrevs.items():
         table[code] = ab
     ntable = len(table)
+    # Most DIEs (parameters, variables, call sites, types) need one step: skip `fixed` bytes, maybe open a
+    # scope. fast[code] = fixed * 2 + has_children for those, -1 for the rest.
+    fast = [-1] * ntable
+    for code, ab in abbrevs.items():
+        if not ab.wanted and ab.fixed is not None:
+            fast[code] = ab.fixed * 2 + (1 if ab.children else 0)
     out: list[tuple] = []
     stack: list[tuple[int, int, int]] = []  # (function offset, inline depth, inline DIE offset) per open parent
-    cur_func, cur_depth, cur_inl = -1, 0, -1
+    cur = (-1, 0, -1)
+    push = stack.append
+    pop = stack.pop
     pos = start
     try:
         while pos < end:
             die_off = pos
-            b = data[pos]
-            if b < 0x80:
-                code = b
+            code = data[pos]
+            if code < 0x80:
                 pos += 1
             else:
                 code, pos = uleb(data, pos)
             if code == 0:
                 if stack:
-                    cur_func, cur_depth, cur_inl = stack.pop()
+                    cur = pop()
                 continue
+            if code < ntable:
+                step = fast[code]
+                if step >= 0:
+                    pos += step >> 1
+                    if step & 1:
+                        push(cur)
+                    continue
             ab = table[code] if code < ntable else None
             if ab is None:
                 raise DwarfFormatError(f"DIE at {die_off:#x} uses unknown abbreviation {code}")
@@ -380,7 +394,7 @@ def walk_unit(ctx: UnitContext, abbrevs: dict[int, Abbrev], start: int, end: int
                         else:
                             pos = skip_value(ctx, step[1], pos)
                 if ab.children:
-                    stack.append((cur_func, cur_depth, cur_inl))
+                    push(cur)
                 continue
             tag = ab.tag
             attrs: dict = {}
@@ -418,18 +432,19 @@ def walk_unit(ctx: UnitContext, abbrevs: dict[int, Abbrev], start: int, end: int
                 attrs[attr] = (value, form)
             if tag == TAG_SUBPROGRAM:
                 out.append((die_off, tag, die_off, 0, attrs, -1))
-                new_func, new_depth, new_inl = die_off, 0, -1
+                new = (die_off, 0, -1)
             elif tag == TAG_INLINED:
+                cur_func, cur_depth, cur_inl = cur
                 out.append((die_off, tag, cur_func, cur_depth + 1, attrs, cur_inl))
-                new_func, new_depth, new_inl = cur_func, cur_depth + 1, die_off
+                new = (cur_func, cur_depth + 1, die_off)
             else:  # the unit DIE: its low_pc is the base address of its range lists
                 low = attrs.get(AT_LOW_PC)
                 if low is not None:
                     ctx.base_address = low[0]
-                new_func, new_depth, new_inl = cur_func, cur_depth, cur_inl
+                new = cur
             if ab.children:
-                stack.append((cur_func, cur_depth, cur_inl))
-                cur_func, cur_depth, cur_inl = new_func, new_depth, new_inl
+                push(cur)
+                cur = new
     except IndexError as exc:
         raise DwarfFormatError(f"unit at {ctx.unit_offset:#x} runs past the end of .debug_info") from exc
     return out
