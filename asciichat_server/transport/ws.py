@@ -56,6 +56,9 @@ WS_MAX_MSG_SIZE = MAX_PAYLOAD + 4096
 # Browsers answer pings by themselves, libwebsockets clients too; a peer that stops answering for
 # this long (plus half of it for the pong) is gone even if TCP has not noticed yet.
 DEFAULT_HEARTBEAT_S = 20.0
+# Idle plain-HTTP connections (health checks, scrapers) are closed after this long; aiohttp's own
+# default keeps them for an hour. WebSocket connections are not affected.
+HTTP_KEEPALIVE_S = 5.0
 # How long close() waits for the peer's close frame; shutdown must finish within ~2 s (issue 4).
 CLOSE_TIMEOUT_S = 1.0
 # A send is reported as [WS_FLOW] when this much was already waiting in the socket's write buffer,
@@ -674,6 +677,8 @@ class WsSettings:
     reassembly_timeout_s: float = DEFAULT_REASSEMBLY_TIMEOUT_S
     #: aiohttp ping interval (pong awaited for half of it); None or 0 turns pings off.
     heartbeat_s: float | None = DEFAULT_HEARTBEAT_S
+    #: Idle plain-HTTP connections on the port are closed after this long.
+    http_keepalive_s: float = HTTP_KEEPALIVE_S
 
     @classmethod
     def from_config(cls, config: Any) -> WsSettings:
@@ -681,7 +686,8 @@ class WsSettings:
         if timeout is None:
             timeout = getattr(config, "reassembly_timeout_s", DEFAULT_REASSEMBLY_TIMEOUT_S)
         heartbeat = getattr(config, "ws_heartbeat_s", DEFAULT_HEARTBEAT_S)
-        return cls(reassembly_timeout_s=float(timeout), heartbeat_s=heartbeat or None)
+        keepalive = float(getattr(config, "ws_http_keepalive_s", HTTP_KEEPALIVE_S))
+        return cls(reassembly_timeout_s=float(timeout), heartbeat_s=heartbeat or None, http_keepalive_s=keepalive)
 
 
 class WsState:
@@ -857,7 +863,13 @@ async def start_ws(server: Any, sockets: list[socket.socket]) -> WsListener:
     app = create_app(server.room, server.metrics, settings)
     # access_log off: a storm of connects must not mean one INFO line each; handle_signals off:
     # the server owns SIGINT/SIGTERM. Short shutdown_timeout: handlers end once links are closed.
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_S)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=CLOSE_TIMEOUT_S,
+        keepalive_timeout=settings.http_keepalive_s,
+    )
     await runner.setup()
     sites: list[web.SockSite] = []
     try:

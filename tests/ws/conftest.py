@@ -373,7 +373,11 @@ async def ws_factory(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Callable
         metrics = Metrics()
         room = room_factory(metrics) if room_factory else EchoRoom(metrics)
         sockets = bind_listeners(list(hosts), 0)
-        server = SimpleNamespace(room=room, metrics=metrics, config=ServerConfig(**config))
+        extra = {k: config.pop(k) for k in list(config) if k.startswith("ws_http_")}
+        server_config = ServerConfig(**config)
+        for key, value in extra.items():  # knobs start_ws reads that ServerConfig does not declare
+            setattr(server_config, key, value)
+        server = SimpleNamespace(room=room, metrics=metrics, config=server_config)
         listener = await start_ws(server, sockets)
         ws_server = WsServer(listener, room, metrics, sockets[0].getsockname()[1])
         servers.append(ws_server)

@@ -483,6 +483,24 @@ async def test_heartbeat_keeps_answering_clients_and_drops_silent_ones(ws_factor
     silent.abort()
 
 
+async def test_idle_plain_http_connections_are_closed(ws_factory) -> None:
+    # aiohttp would keep these for an hour; health checks and half-sent requests must not pile up.
+    server = await ws_factory(ws_http_keepalive_s=0.5)
+
+    async def idle(data: bytes) -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(data)
+        started = time.monotonic()
+        await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        return time.monotonic() - started
+
+    waits = await asyncio.gather(
+        idle(b""), idle(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"), idle(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    )
+    assert all(w < 3 for w in waits), waits
+
+
 async def test_head_and_trailing_slash_on_health(ws_factory) -> None:
     server = await ws_factory()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
