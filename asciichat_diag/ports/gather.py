@@ -168,6 +168,7 @@ def build_entries(
                     holders,
                     rq,
                     wq,
+                    expires / 1000.0 if timer and expires is not None else None,
                 )
             )
     else:

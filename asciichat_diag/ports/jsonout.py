@@ -37,6 +37,7 @@ def socket_dict(e: SocketEntry) -> dict[str, Any]:
         "holders": [list(h) for h in e.holders],
         "recv_q": e.recv_q,
         "send_q": e.send_q,
+        "timer_left_s": e.timer_left_s,
     }
 
 
@@ -59,6 +60,7 @@ def socket_row(e: SocketEntry) -> str:
     inode = "null" if e.inode is None else e.inode
     rq = "null" if e.recv_q is None else e.recv_q
     sq = "null" if e.send_q is None else e.send_q
+    tl = "null" if e.timer_left_s is None else repr(e.timer_left_s)
     lip = e.local_ip
     rip = e.remote_ip
     local = f"[{lip}]:{e.local_port}" if ":" in lip else f"{lip}:{e.local_port}"
@@ -68,7 +70,7 @@ def socket_row(e: SocketEntry) -> str:
         f'"local_ip": "{lip}", "local_port": {e.local_port}, "remote_ip": "{rip}", '
         f'"remote_port": {e.remote_port}, "side": "{e.side}", "v6only": {_LITERAL[e.v6only]}, "timer": {timer}, '
         f'"time_left_s": {left}, "uid": {uid}, "user": {user}, "inode": {inode}, '
-        f'"pids": [{pids}], "holders": [{holders}], "recv_q": {rq}, "send_q": {sq}}}'
+        f'"pids": [{pids}], "holders": [{holders}], "recv_q": {rq}, "send_q": {sq}, "timer_left_s": {tl}}}'
     )
 
 

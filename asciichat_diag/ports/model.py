@@ -41,6 +41,7 @@ class SocketEntry:
     holders: list[tuple[int, int]] = field(default_factory=list)  # (pid, fd) through which each holds it
     recv_q: int | None = None  # LISTEN: accept queue length; otherwise bytes not yet read
     send_q: int | None = None  # LISTEN: backlog; otherwise bytes not yet acknowledged
+    timer_left_s: float | None = None  # whatever `timer` is running (retransmit, keepalive...), time to expiry
 
     @property
     def local(self) -> str:
