@@ -16,7 +16,6 @@ from nacl.signing import SigningKey
 
 from .constants import (
     AUTH_NONCE_SIZE,
-    ED25519_SIGNATURE_SIZE,
     ENCRYPTED_OVERHEAD,
     HANDSHAKE_TYPES,
     HEADER_SIZE,
@@ -537,10 +536,17 @@ class ServerConnection(_Connection):
             if not self._client_signature_ok:
                 raise _Rejected(AuthFailure.SIGNATURE_INVALID)
             if sec.password_key is None:
-                if len(payload) < ED25519_SIGNATURE_SIZE + AUTH_NONCE_SIZE:
+                if len(payload) < AUTH_NONCE_SIZE:
                     raise _Rejected(AuthFailure.CLIENT_KEY_REQUIRED)
                 key_response = KeyAuthResponse.decode(payload)
-                if not verify_signature(identity, self._challenge, key_response.signature):
+                if key_response.signature is None:
+                    # What a c41 client sends when CRYPTO_PARAMETERS announced signature_size 0 (we have no
+                    # identity). Its KEY_EXCHANGE_RESP signature (checked above) binds the listed key to its
+                    # ephemeral key, and only that key's owner can produce ENCRYPTED packets in this session;
+                    # without encryption that proof is missing, so refuse.
+                    if not self._mode & CryptoMode.ENCRYPT:
+                        raise _Rejected(AuthFailure.SIGNATURE_INVALID)
+                elif not verify_signature(identity, self._challenge, key_response.signature):
                     raise _Rejected(AuthFailure.SIGNATURE_INVALID)
                 client_nonce = key_response.client_nonce
                 # Nothing the client sent depends on the key variant: use the configured one.

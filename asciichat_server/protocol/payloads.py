@@ -311,9 +311,13 @@ class PasswordAuthResponse:
 
 @dataclass(frozen=True)
 class KeyAuthResponse:
-    """CRYPTO_AUTH_RESPONSE, key form (≥ 97 B): Ed25519 sig over N_s ‖ N_c ‖ gpg_len ‖ gpg id."""
+    """CRYPTO_AUTH_RESPONSE, key form: Ed25519 sig over N_s (64) ‖ N_c ‖ gpg_len ‖ gpg id (≥ 97 B).
 
-    signature: bytes
+    The c41 client sizes the signature with the *announced* signature_size, so a server that announces 0
+    (no identity of its own) gets N_c ‖ gpg_len without a signature (33 B): decoded with signature None.
+    """
+
+    signature: bytes | None
     client_nonce: bytes
     gpg_key_id: str = ""
 
@@ -321,14 +325,18 @@ class KeyAuthResponse:
         gpg = self.gpg_key_id.encode("ascii")
         if len(gpg) > MAX_GPG_KEY_ID_LENGTH:
             raise ValueError("GPG key id longer than 40 bytes")
-        return bytes(self.signature) + bytes(self.client_nonce) + bytes([len(gpg)]) + gpg
+        return bytes(self.signature or b"") + bytes(self.client_nonce) + bytes([len(gpg)]) + gpg
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
-        base = ED25519_SIGNATURE_SIZE + AUTH_NONCE_SIZE
+        _require_min("CRYPTO_AUTH_RESPONSE (key form)", data, AUTH_NONCE_SIZE)
+        # The unsigned form is at most 32 + 1 + 40 = 73 bytes, the signed one at least 96.
+        sig_len = ED25519_SIGNATURE_SIZE if len(data) >= ED25519_SIGNATURE_SIZE + AUTH_NONCE_SIZE else 0
+        signature = bytes(data[:sig_len]) if sig_len else None
+        base = sig_len + AUTH_NONCE_SIZE
+        nonce = bytes(data[sig_len:base])
         if len(data) == base:  # tolerate a sender that omits the gpg length byte
-            return cls(bytes(data[:64]), bytes(data[64:96]))
-        _require_min("CRYPTO_AUTH_RESPONSE (key form)", data, base + 1)
+            return cls(signature, nonce)
         gpg_len = data[base]
         if gpg_len > MAX_GPG_KEY_ID_LENGTH or base + 1 + gpg_len != len(data):
             raise ProtocolError(f"CRYPTO_AUTH_RESPONSE gpg key id length {gpg_len} does not match its size")
@@ -336,7 +344,7 @@ class KeyAuthResponse:
             gpg = bytes(data[base + 1 :]).decode("ascii")
         except UnicodeDecodeError:
             raise ProtocolError("CRYPTO_AUTH_RESPONSE gpg key id is not ASCII") from None
-        return cls(bytes(data[:64]), bytes(data[64:96]), gpg)
+        return cls(signature, nonce, gpg)
 
 
 @dataclass(frozen=True)

@@ -821,3 +821,42 @@ def test_client_answers_a_server_initiated_rekey(variant: str) -> None:
     assert peer.open(decode_packet(ping).payload) == Packet(PacketType.PING, b"")
     assert client.receive_data(peer.seal(PacketType.PONG)) == [PacketReceived(Packet(PacketType.PONG, b""))]
     assert client.rekeys == 1
+
+
+def _unsigned_key_auth_exchange(security: ServerSecurity, mode: int = 0x03) -> tuple[ServerConnection, list]:
+    """Play a c41 client with --key against a server without identity: its AUTH_RESPONSE carries no signature."""
+    from asciichat_server.protocol.crypto import KeyPair
+    from asciichat_server.protocol.payloads import AuthChallenge, CryptoCapabilities, KeyExchangeResp
+
+    server = ServerConnection(security, "tcp")
+    server.receive_data(encode_packet(PacketType.PROTOCOL_VERSION, ProtocolVersion(supports_encryption=mode).encode()))
+    server.receive_data(encode_packet(PacketType.CRYPTO_CAPABILITIES, CryptoCapabilities(preferred_auth=1).encode()))
+    _, params, _ = server.data_to_send()
+    assert CryptoParameters.decode(decode_packet(params).payload).signature_size == 0
+    ephemeral = KeyPair.generate()
+    resp = KeyExchangeResp(
+        ephemeral.public_key,
+        bytes(CLIENT_A.verify_key),
+        CLIENT_A.sign(ephemeral.public_key).signature,
+        authenticated=True,
+    )
+    server.receive_data(encode_packet(PacketType.CRYPTO_KEY_EXCHANGE_RESP, resp.encode()))
+    (challenge,) = server.data_to_send()
+    assert AuthChallenge.decode(decode_packet(challenge).payload).flags == 0x02
+    events = server.receive_data(encode_packet(PacketType.CRYPTO_AUTH_RESPONSE, bytes(range(32)) + b"\x00"))
+    return server, events
+
+
+def test_allow_list_accepts_the_unsigned_c41_key_response_when_encrypted() -> None:
+    # Seen live: the c41 client sizes its signature by the announced signature_size (0 without identity).
+    security = ServerSecurity(client_keys=frozenset({bytes(CLIENT_A.verify_key)}))
+    server, events = _unsigned_key_auth_exchange(security)
+    assert events == [HandshakeComplete(True, "c41", bytes(CLIENT_A.verify_key))]
+    (auth_resp,) = server.data_to_send()
+    assert decode_packet(auth_resp).type == PacketType.CRYPTO_SERVER_AUTH_RESP
+
+
+def test_allow_list_refuses_the_unsigned_key_response_without_encryption() -> None:
+    security = ServerSecurity(client_keys=frozenset({bytes(CLIENT_A.verify_key)}))
+    _, events = _unsigned_key_auth_exchange(security, mode=0x02)
+    assert events == [AuthRejected(AuthFailure.SIGNATURE_INVALID)]

@@ -66,7 +66,7 @@ STRATEGIES: dict[type, st.SearchStrategy] = {
     ),
     P.AuthChallenge: st.builds(P.AuthChallenge, u8, key32),
     P.PasswordAuthResponse: st.builds(P.PasswordAuthResponse, key32, key32),
-    P.KeyAuthResponse: st.builds(P.KeyAuthResponse, st.binary(min_size=64, max_size=64), key32, gpg),
+    P.KeyAuthResponse: st.builds(P.KeyAuthResponse, st.none() | st.binary(min_size=64, max_size=64), key32, gpg),
     P.AuthFailed: st.builds(P.AuthFailed, u8),
     P.ServerAuthResp: st.builds(P.ServerAuthResp, key32),
     P.ClientHello: st.builds(P.ClientHello, key32),
