@@ -178,7 +178,6 @@ def test_bad_key_file_exits_with_one_line(tmp_path):
     [
         (["--address6", "::1"], False, True),
         (["--address", "127.0.0.1"], True, False),
-        (["127.0.0.1", "::1"], True, True),
     ],
 )
 def test_address_options_bind_exactly_what_is_given(tmp_path, args, expected_v4, expected_v6):
