@@ -600,9 +600,10 @@ def probe_findings(report: PortReport, families: str) -> list[Finding]:
             out.append(
                 Finding(PROBLEM, "probe_failed", f"connect to {format_endpoint(pr.address, report.port)}: {why}")
             )
-    if report.acip is not None and report.acip.status != "acip":
-        sev = PROBLEM
-        out.append(Finding(sev, "acip_not_answering", f"ACIP probe: {report.acip.detail}"))
+    if report.acip is not None and report.acip.status == "server_full":
+        out.append(Finding(PROBLEM, "server_full", f"ACIP probe: {report.acip.detail}: new clients are turned away"))
+    elif report.acip is not None and report.acip.status != "acip":
+        out.append(Finding(PROBLEM, "acip_not_answering", f"ACIP probe: {report.acip.detail}"))
     if report.ws is not None and (report.ws.status != "upgraded" or report.ws.subprotocol != "acip"):
         out.append(Finding(PROBLEM, "ws_not_acip", f"WebSocket probe: {report.ws.detail}"))
     return out

@@ -133,3 +133,26 @@ def test_killed_server_leaves_time_wait_that_reuseaddr_rides_over(net) -> None:
     plain = next(v for v in bind_data["variants"] if v["options"] == [])
     assert not plain["ok"] and plain["attempts"][0]["errno_name"] == "EADDRINUSE"
     assert "SO_REUSEADDR binds at once" in bind_data["explanation"]
+
+
+def test_real_server_full_says_so(net) -> None:
+    import socket
+
+    proc, port, _ws = start_server(net, "--no-websocket", "--max-clients", "1")
+    first = socket.create_connection(("127.0.0.1", port))  # takes the only slot
+    try:
+        from asciichat_diag.ports.gather import gather_port
+
+        def accepted() -> bool:  # the server process, not just the kernel, holds the connection
+            report = gather_port(port, probe=False)
+            return any(e.state == "ESTABLISHED" and e.side == "local" and e.processes for e in report.sockets)
+
+        net.wait_for(accepted, 20)
+        code, data = diag_json("ports", str(port), "--acip", "--timeout", "5")
+    finally:
+        first.close()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+    assert data["acip"]["status"] == "server_full"
+    assert data["acip"]["server_message"] == "SERVER_FULL: Maximum client limit reached"
+    assert code == 1 and "server_full" in {f["code"] for f in data["findings"]}
