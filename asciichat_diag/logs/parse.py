@@ -78,6 +78,9 @@ def _seconds(h: str, m: str, s: str, frac: str | None) -> float:
     return float(value)
 
 
+_MINUTE_SECONDS: dict[str, int] = {}  # "HH:MM" -> seconds since midnight
+
+
 def parse_header(line: str) -> Record | None:
     """Parse one header line of the text format; None when the line is not a header."""
     m = HEADER_RE.match(line)
@@ -85,12 +88,15 @@ def parse_header(line: str) -> Record | None:
         return None
     stamp, level, tid, file, lineno, func = m.groups()
     message = line[m.end() :]
+    base = _MINUTE_SECONDS.get(stamp[:5])
+    if base is None:  # at most 1440 keys: the cache is bounded by the clock
+        base = _MINUTE_SECONDS[stamp[:5]] = int(stamp[0:2]) * 3600 + int(stamp[3:5]) * 60
     rec = Record(
         "text",
         [line],
         message,
         stamp,
-        int(stamp[0:2]) * 3600 + int(stamp[3:5]) * 60 + float(stamp[6:]),
+        base + float(stamp[6:]),
         LEVEL_ALIASES.get(level, level),
         int(tid) if tid else None,
         file,
