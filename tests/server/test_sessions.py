@@ -319,3 +319,14 @@ async def test_audio_is_mixed_for_the_other_listener(start_server, helpers):
         await speaker.wait_for(PacketType.AUDIO_OPUS_BATCH, timeout=0.5)
     await speaker.close()
     await listener.close()
+
+
+async def test_head_sized_capabilities_168_bytes(start_server, helpers):
+    server = await start_server()
+    security = helpers.ClientSecurity(key_variant="head")
+    client = await helpers.AcipClient.connect(server.tcp_port, security=security, caps=helpers.caps_payload(size=168))
+    frame = await _video_roundtrip(client, helpers)
+    assert frame.text
+    session = next(iter(server.room.clients.values()))
+    assert session.caps is not None and session.caps.width == 40
+    await client.close()
