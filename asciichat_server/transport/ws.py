@@ -779,7 +779,7 @@ async def _serve_websocket(request: web.Request) -> web.StreamResponse:
         CONNECT_LOG_EVERY_S,
         "[WS_CONNECT] peer=%s, path=%s, subprotocol=%s, open=%d",
         peer,
-        request.path,
+        request.raw_path,  # as sent (percent-encoded): a decoded path could fake key=value pairs
         ws.ws_protocol or "-",
         len(state.links),
     )

@@ -380,6 +380,16 @@ async def test_connect_and_disconnect_are_logged(ws_factory, make_packet, caplog
     assert re.search(r"\(id=1, cleanup=done, active=false, reason=peer closed \(1000\)", disconnect), disconnect
 
 
+async def test_logged_path_cannot_fake_fields(ws_factory, make_packet, caplog) -> None:
+    server = await ws_factory()
+    async with ws_client(server.url + "/a%2C%20reason=forged") as ws:
+        await ws.send_bytes(make_packet(1, b"x"))
+        await ws.receive(timeout=5)
+    (connect,) = _lines(caplog, "[WS_CONNECT]")
+    # The client sends "/a,%20reason=forged"; logged as sent, the space stays encoded.
+    assert "%20reason=forged, subprotocol=acip" in connect and ", reason=" not in connect
+
+
 async def test_ipv4_and_ipv6_listeners_in_one_site(ws_factory, make_packet) -> None:
     try:
         server = await ws_factory(hosts=("127.0.0.1", "::1"))
