@@ -6,10 +6,12 @@ decodes DIE trees and line programs. Names are demangled here, once, when the in
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -482,8 +484,29 @@ def _cstr(data: bytes, off: int) -> str:
     return data[off : end if end >= 0 else len(data)].decode("utf-8", "replace")
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while an index is built.
+
+    The build allocates a few hundred thousand tuples and dicts and frees nothing in cycles; with the
+    collector on, repeated full collections over that growing heap cost about a third of the time.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def build_elf_index(img: ElfImage, debug: ElfImage | None, progress: ProgressFn | None = None) -> SymbolIndex:
     """Index an ELF binary, taking DWARF (and the richer symbol table) from its debug file when given."""
+    with _gc_paused():
+        return _build_elf_index(img, debug, progress)
+
+
+def _build_elf_index(img: ElfImage, debug: ElfImage | None, progress: ProgressFn | None) -> SymbolIndex:
     builder = IndexBuilder()
     exec_segs = img.exec_segments()
     exec_ranges = [(s.vaddr, s.vaddr + s.memsz) for s in exec_segs]
@@ -516,6 +539,11 @@ def build_elf_index(img: ElfImage, debug: ElfImage | None, progress: ProgressFn 
 
 def build_macho_index(img, dsym, progress: ProgressFn | None = None) -> SymbolIndex:
     """Index a Mach-O binary: DWARF from its dSYM (or the binary itself), symbols from LC_SYMTAB."""
+    with _gc_paused():
+        return _build_macho_index(img, dsym, progress)
+
+
+def _build_macho_index(img, dsym, progress: ProgressFn | None) -> SymbolIndex:
     builder = IndexBuilder()
     dwarf_src = dsym if dsym is not None and dsym.has_dwarf else (img if img.has_dwarf else None)
     exec_ranges = [(s.vaddr, s.vaddr + s.memsz) for s in img.exec_segments()]
