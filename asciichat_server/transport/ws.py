@@ -645,6 +645,12 @@ def close_code_for(reason: str) -> int:
     return _CLOSE_CODES.get(key, CLOSE_NORMAL)
 
 
+def _log_safe(text: str, limit: int = 200) -> str:
+    """Free text (a peer's close reason, an aiohttp error) made safe inside a key=value log line."""
+    cleaned = "".join(c if c.isprintable() else " " for c in text).replace("=", ":")
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
 def _fmt_id(client_id: int | None) -> str:
     return "-" if client_id is None else str(client_id)
 
@@ -812,7 +818,7 @@ async def _serve_websocket(request: web.Request) -> web.StreamResponse:
                 _fmt_id(link.client_id),
                 cleanup,
                 "true" if active else "false",
-                link.close_reason or "session over",
+                _log_safe(link.close_reason or "session over"),
                 peer,
                 time.monotonic() - link.opened_at,
                 len(state.links),

@@ -390,6 +390,18 @@ async def test_logged_path_cannot_fake_fields(ws_factory, make_packet, caplog) -
     assert "%20reason=forged, subprotocol=acip" in connect and ", reason=" not in connect
 
 
+async def test_peer_close_reason_cannot_fake_fields(ws_factory, make_packet, caplog) -> None:
+    server = await ws_factory()
+    async with ws_client(server.url) as ws:
+        await ws.send_bytes(make_packet(1, b"x"))
+        await ws.receive(timeout=5)
+        await ws.close(message=b"bye, id=99\ncleanup=forged")
+    await server.wait_for(lambda: bool(_lines(caplog, "[WS_DISCONNECT]")))
+    (line,) = _lines(caplog, "[WS_DISCONNECT]")
+    assert "\n" not in line and "id=99" not in line and "cleanup=forged" not in line
+    assert "(id=1, cleanup=done," in line and "reason=peer closed (1000: bye, id:99 cleanup:forged)" in line
+
+
 async def test_ipv4_and_ipv6_listeners_in_one_site(ws_factory, make_packet) -> None:
     try:
         server = await ws_factory(hosts=("127.0.0.1", "::1"))
