@@ -65,12 +65,22 @@ pytestmark = [
         ([], []),
         (["--no-encrypt"], ["--no-encrypt"]),
         (["--password", "correct horse"], ["--password", "correct horse"]),
+        (["--client-keys", "{key}.pub"], ["--key", "{key}"]),
     ],
-    ids=["encrypted", "plaintext", "password"],
+    ids=["encrypted", "plaintext", "password", "allow-list"],
 )
 def test_c_client_snapshot_from_our_server(tmp_path, server_args: list[str], client_args: list[str]) -> None:
     home = tmp_path / "home"
     home.mkdir()
+    if "{key}" in " ".join(server_args + client_args):
+        # The C client only reads keys from under $HOME; an OpenSSH ed25519 key made by ssh-keygen.
+        if not shutil.which("ssh-keygen"):
+            pytest.skip("needs ssh-keygen")
+        (home / ".ssh").mkdir()
+        key = home / ".ssh" / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        server_args = [a.replace("{key}", str(key)) for a in server_args]
+        client_args = [a.replace("{key}", str(key)) for a in client_args]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = ["unshare", "-n", sys.executable, "-c", DRIVER, C_BINARY, str(ROOT), str(home)]
     cmd += [json.dumps(server_args), json.dumps(client_args)]
