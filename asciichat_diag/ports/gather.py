@@ -7,7 +7,6 @@ psutil elsewhere; processes from one walk over /proc plus psutil for their detai
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import socket
 import time
@@ -219,6 +218,8 @@ def serves(entry: SocketEntry) -> tuple[set[str], set[str]]:
     if entry.family == "IPv4":
         v4.add("*" if entry.local_ip == "0.0.0.0" else entry.local_ip)
         return v4, v6
+    import ipaddress  # only listeners get here; kept out of the start-up path
+
     addr = ipaddress.IPv6Address(entry.local_ip)
     dual = entry.v6only is not True
     if addr.is_unspecified:
