@@ -11,6 +11,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,8 @@ _log = logging.getLogger(__name__)
 
 # c41 add_client writes this raw line (not an ACIP packet) to a TCP client when every slot is taken.
 SERVER_FULL_LINE = b"SERVER_FULL: Maximum client limit reached\n"
+# Longest stretch of rendering before the tick loop yields to the event loop (PING must be answered at once).
+RENDER_SLICE_S = 0.01
 # The C server draws at most 9 videos (create_multi_source_composite).
 MAX_VIDEO_SOURCES = 9
 # How long a final flush (ERROR_MESSAGE, AUTH_FAILED, SERVER_FULL) may take before we just close.
@@ -696,10 +699,18 @@ class Room:
             now = loop.time()
             sources = self._video_sources()
             pending = False
+            busy = False
             if sources:
                 key_base = tuple((s.source_id, s.seq) for s in sources)
                 tiles = self.compositor.tiles_for(len(sources))
+                started = time.perf_counter()
+                rendered = 0
                 for client in list(self.clients.values()):
+                    if rendered and time.perf_counter() - started > RENDER_SLICE_S:
+                        # Many receivers with different specs: let PONGs and reads through, then
+                        # carry on from a fresh snapshot (those already served are up to date).
+                        busy = True
+                        break
                     if not client.open or client.spec is None:
                         continue
                     key = (key_base, client.spec)
@@ -709,6 +720,7 @@ class Room:
                         pending = True
                         continue
                     frame = self._frame_for(client, sources)
+                    rendered += 1
                     if frame is None:
                         client.rendered_key = key
                         continue
@@ -719,6 +731,9 @@ class Room:
                     client.next_frame_at = now + client.frame_interval
                     client.last_activity = now
                     client.wakeup.set()
+            if busy:
+                await asyncio.sleep(0)
+                continue
             next_keepalive = now + keepalive
             for client in list(self.clients.values()):
                 # Only joined clients: before their first encrypted packet the key variant may be

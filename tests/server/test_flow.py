@@ -7,7 +7,9 @@ import contextlib
 import re
 
 import numpy as np
+import pytest
 
+import asciichat_server.room as room_module
 from asciichat_server.protocol.constants import PacketType, StreamType
 from asciichat_server.protocol.payloads import AsciiFrame, ClientCapabilities, ImageFrame
 
@@ -192,3 +194,29 @@ async def test_resize_rerenders_at_new_size_after_clear(start_server, helpers):
     resized = AsciiFrame.decode((await client.wait_for(PacketType.ASCII_FRAME)).payload)
     assert (resized.width, resized.height) == (70, 20)
     await client.close()
+
+
+@pytest.mark.parametrize("slice_s", [None, 0.0])
+async def test_many_distinct_receivers_all_served(start_server, helpers, monkeypatch, slice_s):
+    """Receivers with different terminal sizes cost one render each; the tick yields between slices
+    and still serves every receiver (none starves behind the others). slice 0 = yield after every render."""
+    if slice_s is not None:
+        monkeypatch.setattr(room_module, "RENDER_SLICE_S", slice_s)
+    server = await start_server()
+    sender = await helpers.AcipClient.connect(server.tcp_port)
+    viewers = []
+    for i in range(8):
+        caps = ClientCapabilities(width=100 + 7 * i, height=30 + i, color_level=3, palette_type=1).encode()
+        viewers.append(await helpers.AcipClient.connect(server.tcp_port, caps=caps))
+    await helpers.wait_until(lambda: server.room.joined_count == 9)
+    rng = np.random.default_rng(9)
+    for _ in range(5):
+        await sender.send(PacketType.IMAGE_FRAME, _noise_frame(rng, 320, 240))
+        await asyncio.sleep(0.05)
+    for i, viewer in enumerate(viewers):
+        frame = AsciiFrame.decode((await viewer.wait_for(PacketType.ASCII_FRAME)).payload)
+        assert (frame.width, frame.height) == (100 + 7 * i, 30 + i)
+    await sender.send(PacketType.PING)
+    await sender.wait_for(PacketType.PONG)
+    for c in [sender, *viewers]:
+        await c.close()
