@@ -477,3 +477,11 @@ def test_panic_pc_records_keep_their_text(builds, tmp_path, empty_debug_dir):
     _, out, _ = run([write(tmp_path, "p.txt", record + "\n" + maps), "--debug-dir", str(empty_debug_dir)])
     line = out.splitlines()[0]
     assert line.startswith(record + "  => [libasciichat.so] frame_encode() (lib/lib.c:")
+
+
+def test_no_adjust_looks_up_addresses_as_printed(builds, tmp_path, empty_debug_dir):
+    b = builds["lld"]
+    path = write(tmp_path, "t.txt", b.outputs["trace"])
+    _, data = run_json([path, "--no-adjust", "--debug-dir", str(empty_debug_dir)])
+    placed = [f for f in data["frames"] if f["lookup_address"]]
+    assert placed and all(f["lookup_address"] == f["module_offset"] for f in placed)
