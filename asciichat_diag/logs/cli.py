@@ -217,7 +217,7 @@ def follow_files(run: Run, should_stop: Callable[[], bool]) -> None:
         end = follower.open_initial()
         item = _Followed(follower)
         if follower.ever_opened:
-            with open(f"/proc/self/fd/{follower._cur.fd}", "rb") as fh:  # type: ignore[union-attr]
+            with follower.reopen() as fh:
                 item.pipeline, item.parser = _read_backlog(run, path, fh, end, follow=True)
         else:
             click.echo(f"diag: {path} does not exist yet; waiting for it", err=True)

@@ -16,6 +16,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from asciichat_diag.logs.model import Separator
 from asciichat_diag.logs.reader import clean
@@ -72,6 +73,11 @@ class Follower:
         self._history = bytearray(tail[: end - start])
         self.offset = end
         return end
+
+    def reopen(self) -> BinaryIO:
+        """A separate reader of the file being followed (the same inode, even if renamed since)."""
+        assert self._cur is not None
+        return os.fdopen(os.dup(self._cur.fd), "rb")
 
     def _report_unreadable(self, exc: OSError) -> bool:
         """Remember an open error; True the first time this error shows up."""
