@@ -128,12 +128,30 @@ def source_root(path: str, explicit: str | None = None) -> str | None:
     return found
 
 
-def display_path(path: str | None, explicit_root: str | None = None) -> str | None:
-    """`lib/video/frame.c` for a file under a detected source root, else the path unchanged."""
+def display_path(path: str | None, explicit_root: str | None = None, inferred_root: str | None = None) -> str | None:
+    """`lib/video/frame.c` for a file under the source root: --source-root, else the directory holding
+    `.git`, else (a crash from another machine) the root inferred from the project's own source files."""
     if not path or not os.path.isabs(path):
         return path
     norm = os.path.normpath(path)
     root = source_root(norm, explicit_root)
+    if root is None and explicit_root is None and inferred_root and norm.startswith(inferred_root.rstrip("/") + "/"):
+        root = inferred_root
     if root:
         return os.path.relpath(norm, root)
     return norm
+
+
+def infer_source_root(files: list[str]) -> str | None:
+    """The deepest directory holding every project source file (system headers excluded), if meaningful.
+
+    Built on another machine, the tree is absent here; the common directory of `lib/…` and `src/…`
+    is the checkout root. One directory level is not enough evidence (it would collapse to basenames).
+    """
+    own = [os.path.normpath(f) for f in files if os.path.isabs(f) and not f.startswith(("/usr/", "/lib/", "/opt/"))]
+    if len(own) < 2:
+        return None
+    root = os.path.commonpath(own)
+    if root in ("/", "") or all(os.path.dirname(f) == root for f in own):
+        return None  # every file in one directory: stripping it would leave bare basenames
+    return root

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from asciichat_diag._common import DiagError
 from asciichat_diag.symbolize import bias as biasmod
-from asciichat_diag.symbolize.locate import Locator, display_path
+from asciichat_diag.symbolize.locate import Locator, display_path, infer_source_root
 from asciichat_diag.symbolize.model import (
     ConflictEntry,
     FrameLocation,
@@ -122,6 +122,7 @@ class Resolver:
         self._trampolines(work)
         self._lookup(work)
         self._recheck(work)
+        self._infer_root()
         self._conflicts(work)
         resolved = [self._to_frame(w) for w in work]
         lines: list[str | int] = []
@@ -417,7 +418,7 @@ class Resolver:
                 chain, _src = self.index_of(mod).lookup(look)
                 top = chain[-1] if chain else None
                 answers.append(ConflictEntry(mod.name, top.function if top else None,
-                                             display_path(top.file, self.opts.source_root) if top else None,
+                                             self._show(top.file) if top else None,
                                              top.line if top else None))  # fmt: skip
             w.conflict = answers
             w.note = "owning module is ambiguous (no maps): both images fit"
@@ -481,12 +482,26 @@ class Resolver:
                     chain, _ = idx.lookup(start)
                     if chain:
                         file, line = chain[-1].file, chain[-1].line
-                others.append(ConflictEntry(m.name, name, display_path(file, self.opts.source_root), line))
+                others.append(ConflictEntry(m.name, name, self._show(file), line))
             if others:
                 top = w.chain[-1]
                 mine = ConflictEntry(w.shown_module or w.module.name, name,
-                                     display_path(top.file, self.opts.source_root), top.line)  # fmt: skip
+                                     self._show(top.file), top.line)  # fmt: skip
                 w.conflict = [mine, *others]
+
+    def _infer_root(self) -> None:
+        """Source root from the project images' own file tables (used when no .git is found here)."""
+        self.inferred_root = None
+        if self.opts.source_root:
+            return
+        files: list[str] = []
+        for m in self.by_path.values():
+            if m is not None and self._project_image(m) and m._index is not None:
+                files.extend(m._index.files)
+        self.inferred_root = infer_source_root(files)
+
+    def _show(self, path: str | None) -> str | None:
+        return display_path(path, self.opts.source_root, getattr(self, "inferred_root", None))
 
     def _project_image(self, m: Module) -> bool:
         real = m.real
@@ -496,8 +511,7 @@ class Resolver:
 
     def _to_frame(self, w: _Work) -> ResolvedFrame:
         f = w.frame
-        root = self.opts.source_root
-        locs = [FrameLocation(c.function, display_path(c.file, root), c.line, c.column) for c in w.chain]
+        locs = [FrameLocation(c.function, self._show(c.file), c.line, c.column) for c in w.chain]
         phys = locs[-1] if locs else FrameLocation(None, None, None, None)
         note = w.note
         if f.placeholder and not note:
@@ -512,7 +526,7 @@ class Resolver:
             line=phys.line,
             column=phys.column,
             inlined=locs[:-1],
-            conflict=w.conflict,
+            conflict=[dataclasses.replace(c, file=self._show(c.file)) for c in w.conflict] if w.conflict else None,
             source=w.source if w.source != "input-mismatch" else "input",
             lookup_address=f"{w.lookup:#x}" if w.lookup is not None else None,
             note=note,

@@ -485,3 +485,31 @@ def test_no_adjust_looks_up_addresses_as_printed(builds, tmp_path, empty_debug_d
     _, data = run_json([path, "--no-adjust", "--debug-dir", str(empty_debug_dir)])
     placed = [f for f in data["frames"] if f["lookup_address"]]
     assert placed and all(f["lookup_address"] == f["module_offset"] for f in placed)
+
+
+def test_source_root_inferred_without_git(tmp_path, empty_debug_dir):
+    """No .git on this machine (a crash from elsewhere): the root is the project files' common directory."""
+    from asciichat_diag.symbolize.locate import infer_source_root
+
+    assert infer_source_root(["/r/lib/a.c", "/r/src/b.c", "/usr/include/stdio.h"]) == "/r"
+    assert infer_source_root(["/r/lib/a.c", "/r/lib/b.c"]) is None  # would collapse to basenames
+    root = tmp_path / "checkout"
+    for d in ("lib/video", "src/server", "build"):
+        (root / d).mkdir(parents=True)
+    (root / "lib/video/frame.c").write_text("int frame_encode(int x) { return x * 3; }\n")
+    (root / "src/server/main.c").write_text(
+        "int frame_encode(int);\nint main(int c, char **v) { (void)v; return frame_encode(c); }\n"
+    )
+    subprocess.run(["clang", "-g", "-O0", "-fPIC", "-shared", "-fuse-ld=lld", "lib/video/frame.c", "-o",
+                    "build/libasciichat.so"], cwd=root, check=True)  # fmt: skip
+    subprocess.run(["clang", "-g", "-O0", "-fuse-ld=lld", "src/server/main.c", "-Lbuild", "-lasciichat", "-o",
+                    "build/ascii-chat"], cwd=root, check=True)  # fmt: skip
+    lib = parse_elf(str(root / "build/libasciichat.so"))
+    exe = parse_elf(str(root / "build/ascii-chat"))
+    assert lib.build_id and exe.build_id
+    lib_off = build_elf_index(lib, None).symbol_address("frame_encode") + 1
+    exe_off = build_elf_index(exe, None).symbol_address("main") + 1
+    text = (f"    #0 0x1 ({root}/build/libasciichat.so+{lib_off:#x})\n"
+            f"    #1 0x2 ({root}/build/ascii-chat+{exe_off:#x})\n")  # fmt: skip
+    _, data = run_json([write(tmp_path, "t.txt", text), "--debug-dir", str(empty_debug_dir)])
+    assert [f["file"] for f in data["frames"]] == ["lib/video/frame.c", "src/server/main.c"]
