@@ -14,10 +14,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import PurePath
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
+
+if TYPE_CHECKING:  # rich costs ~70 ms to import; --json paths never need it
+    from rich.console import Console
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -36,6 +38,7 @@ class DiagError(Exception):
 
 def make_console(color: str = "auto", stderr: bool = False) -> Console:
     """A rich Console honouring --color auto|always|never (auto: only on a terminal)."""
+    from rich.console import Console
     if color == "always":
         return Console(stderr=stderr, force_terminal=True, color_system="truecolor", soft_wrap=True)
     if color == "never":
