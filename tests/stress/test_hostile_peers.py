@@ -1,0 +1,263 @@
+"""Slow and hostile peers: each gets the documented error or close, the server stays bounded, others keep their rate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import struct
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from asciichat_server.protocol.constants import MAGIC, MAX_PAYLOAD, PacketType, StreamType
+from asciichat_server.protocol.packets import encode_packet
+from asciichat_server.protocol.payloads import ClientCapabilities, ErrorMessage, ProtocolVersion
+from asciichat_server.server import AsciiChatServer
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load(name: str, path: Path):
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+s = _load("_stress_support", HERE / "_support.py")
+
+pytestmark = pytest.mark.stress
+
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Protocol: acip\r\n\r\n"
+)
+
+
+@pytest.fixture
+async def server(caplog):
+    caplog.set_level(logging.INFO)
+    servers: list[AsciiChatServer] = []
+
+    async def start(**overrides) -> AsciiChatServer:
+        values = {"addresses": ["127.0.0.1"], "websocket": True, "websocket_port": 0, **overrides}
+        srv = AsciiChatServer(s.make_config(**values))
+        await srv.start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        await srv.stop()
+    assert not s.bad_records(caplog.records)
+
+
+async def _trickle(writer: asyncio.StreamWriter, data: bytes, gap_s: float = 0.2) -> int:
+    """Write one byte every ``gap_s`` until done or the peer is gone; return bytes written."""
+    sent = 0
+    with contextlib.suppress(ConnectionError, OSError):
+        for byte in data:
+            if writer.is_closing():
+                break
+            writer.write(bytes([byte]))
+            await writer.drain()
+            sent += 1
+            await asyncio.sleep(gap_s)
+    return sent
+
+
+async def test_slowloris_tcp_handshake_is_cut_at_the_handshake_timeout(server):
+    srv = await server(handshake_timeout_s=1.2)
+    raw = await s.RawClient.connect(srv.tcp_port)
+    hello = encode_packet(PacketType.PROTOCOL_VERSION, ProtocolVersion(supports_encryption=1).encode()) * 4
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    trickle = asyncio.create_task(_trickle(raw.writer, hello))
+    assert await raw.closed_by_server(timeout=10)
+    elapsed = loop.time() - started
+    trickle.cancel()
+    # Bytes kept arriving, yet the whole handshake has one deadline (not reset by each byte).
+    assert 1.0 <= elapsed < 6.0, elapsed
+    assert srv.metrics.timeouts == 1 and srv.metrics.handshakes_failed == 1
+    await s.wait_until(lambda: srv.room.client_count == 0)
+    await raw.close()
+
+
+async def test_slowloris_ws_upgrade_is_closed_without_a_slot(server):
+    srv = await server()
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.ws_port)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    trickle = asyncio.create_task(_trickle(writer, UPGRADE))
+    # The request needs ~36 s at this pace; the HTTP keep-alive limit (5 s) ends it long before.
+    data = await asyncio.wait_for(reader.read(1024), 12)
+    elapsed = loop.time() - started
+    sent = await trickle
+    assert data == b"" or data.startswith(b"HTTP/1.1 4"), data[:60]
+    assert elapsed < 10 and sent < len(UPGRADE), (elapsed, sent)
+    assert srv.room.client_count == 0 and srv.metrics.connections_total == 0
+    writer.close()
+
+
+async def test_oversize_length_5mib_plus_one_tcp_and_ws(server):
+    srv = await server()
+    # TCP: rejected from the header alone, the 5 MiB never needs to arrive.
+    raw = await s.RawClient.connect(srv.tcp_port)
+    await raw.send_raw(struct.pack(">QHIII", MAGIC, PacketType.IMAGE_FRAME, MAX_PAYLOAD + 1, 0, 0))
+    assert await raw.closed_by_server(timeout=10)
+    error = ErrorMessage.decode(raw.pending[0].payload)
+    assert error.code == 44 and "exceeds" in error.message, error
+    await raw.close()
+    # In an open plaintext session the limit is MAX_PAYLOAD itself: 5 MiB + 1 is refused, 5 MiB waits.
+    plain = await server(encrypt=False, websocket=False)
+    for length, refused in ((MAX_PAYLOAD + 1, True), (MAX_PAYLOAD, False)):
+        raw = await s.RawClient.connect(plain.tcp_port)
+        await raw.send(PacketType.CLIENT_CAPABILITIES, s.caps_payload())
+        await raw.wait_for(PacketType.SERVER_STATE)
+        await raw.send_raw(struct.pack(">QHIII", MAGIC, PacketType.IMAGE_FRAME, length, 0, 0))
+        assert await raw.closed_by_server(timeout=0.5 if not refused else 10) is refused, length
+        if refused:
+            error = ErrorMessage.decode(raw.pending[-1].payload)
+            assert error.code == 44 and f"exceeds the {MAX_PAYLOAD}-byte limit" in error.message, error
+        await raw.close()
+    # WS: one whole 5 MiB + 1 message is read (the WS limit has room for a header), then refused.
+    ws = await s.RawWsClient.connect(srv.ws_port)
+    await ws.next_event()
+    header = struct.pack(">QHIII", MAGIC, PacketType.IMAGE_FRAME, MAX_PAYLOAD + 1, 0, 0)
+    await ws.write(ws.frame(header + bytes(MAX_PAYLOAD + 1), True))
+    close = await ws.wait_closed(10)
+    assert close is not None and close.code == 1002 and "exceeds" in close.reason, close
+    await ws.aclose()
+    await s.wait_until(lambda: srv.room.client_count == 0)
+    assert srv.metrics.frames_in == 0 and srv.metrics.protocol_errors == 2
+    assert plain.metrics.frames_in == 0 and plain.metrics.protocol_errors == 1
+
+
+async def test_video_before_the_tcp_handshake_gets_error_44(server):
+    srv = await server()
+    raw = await s.RawClient.connect(srv.tcp_port)
+    await raw.send(PacketType.IMAGE_FRAME, s.image_payload())
+    assert await raw.closed_by_server(timeout=10)
+    error = ErrorMessage.decode(raw.pending[0].payload)
+    assert error.code == 44 and "IMAGE_FRAME" in error.message
+    assert srv.metrics.frames_in == 0 and srv.room.video_count == 0
+    await raw.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ServerConnection hands plaintext application packets of an unfinished WS handshake to the room "
+    "(ACIP 6.3 c41 behaviour) even when the server requires a password: video from an unauthenticated peer "
+    "is rendered for authenticated clients. See REQUESTS.md (STRESS -> LEAD, 06:15).",
+)
+async def test_video_before_the_ws_handshake_never_reaches_a_password_room(server):
+    srv = await server(password="correct horse", handshake_timeout_s=3)
+    ws = await s.RawWsClient.connect(srv.ws_port)
+    await ws.next_event()  # the server speaks first; we never answer the key exchange
+    caps = ClientCapabilities(width=40, height=12).encode()
+    await ws.write(ws.frame(encode_packet(PacketType.CLIENT_CAPABILITIES, caps), True))
+    await ws.write(ws.frame(encode_packet(PacketType.STREAM_START, s.stream_payload(StreamType.VIDEO)), True))
+    await ws.write(ws.frame(encode_packet(PacketType.IMAGE_FRAME, s.image_payload()), True))
+    await asyncio.sleep(0.5)
+    seen = (srv.metrics.frames_in, srv.room.video_count)
+    await ws.aclose()
+    assert seen == (0, 0), f"frames_in, video sources from an unauthenticated peer: {seen}"
+
+
+async def _measure(sender, receiver_frames: list[float], frames: int = 30, fps: float = 15.0) -> int:
+    """Stream ``frames`` distinct frames at ``fps``; return how many ASCII_FRAMEs the receiver got meanwhile."""
+    loop = asyncio.get_running_loop()
+    before = len(receiver_frames)
+    for i in range(frames):
+        await sender.send(PacketType.IMAGE_FRAME, s.image_payload(shade=(i * 7 + 3) % 256))
+        await asyncio.sleep(1 / fps)
+    await asyncio.sleep(0.3)
+    del loop
+    return len(receiver_frames) - before
+
+
+async def test_hostile_peers_keep_memory_bounded_and_others_frame_rate(server):
+    srv = await server(max_clients=12, handshake_timeout_s=30)
+    sender = await s.AcipClient.connect(srv.tcp_port)
+    healthy = await s.AcipClient.connect(srv.tcp_port, caps=s.caps_payload(fps=60))
+    await s.wait_until(lambda: srv.room.joined_count == 2)
+    received: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def count_frames() -> None:
+        while True:
+            pkt = await healthy.packet(timeout=60)
+            if pkt.type == PacketType.ASCII_FRAME:
+                received.append(loop.time())
+
+    counter = asyncio.create_task(count_frames())
+    tasks: list[asyncio.Task] = []
+    try:
+        await _measure(sender, received, frames=5)  # warm the render caches
+        undisturbed = await _measure(sender, received)
+
+        # A joined receiver of big frames that never reads.
+        big = ClientCapabilities(width=300, height=100, color_level=3, palette_type=1, desired_fps=60).encode()
+        deaf = await s.AcipClient.connect(srv.tcp_port, caps=big)
+        deaf.raw.writer.transport.pause_reading()
+        deaf_session = max(srv.room.clients.values(), key=lambda c: c.id)
+        # A PING flood from a client that reads its PONGs.
+        flooder = await s.AcipClient.connect(srv.tcp_port)
+        pongs = 0
+
+        async def ping_flood() -> None:
+            nonlocal pongs
+            while True:
+                for _ in range(100):
+                    flooder.conn.send(PacketType.PING)
+                await flooder.flush()
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        pkt = await flooder.packet(timeout=0.02)
+                        pongs += pkt.type == PacketType.PONG
+
+        # 1-byte WebSocket frames of one endless message, and a byte-a-time TCP handshake.
+        async def one_byte_frames() -> None:
+            ws = await s.RawWsClient.connect(srv.ws_port)
+            with contextlib.suppress(ConnectionError, OSError):
+                while not ws.writer.is_closing():
+                    ws.writer.write(b"".join(ws.frame(b"\x00", False) for _ in range(200)))
+                    await ws.writer.drain()
+                    await asyncio.sleep(0.01)
+
+        slow = await s.RawClient.connect(srv.tcp_port)
+        hello = encode_packet(PacketType.PROTOCOL_VERSION, ProtocolVersion(supports_encryption=1).encode())
+        tasks = [
+            asyncio.create_task(ping_flood()),
+            asyncio.create_task(one_byte_frames()),
+            asyncio.create_task(_trickle(slow.writer, hello)),
+        ]
+        rss_before = psutil.Process().memory_info().rss
+        disturbed = await _measure(sender, received)
+        rss_growth = psutil.Process().memory_info().rss - rss_before
+
+        # The deaf receiver's lanes stay bounded: a short control queue, one pending video frame.
+        assert len(deaf_session.control) <= srv.config.send_queue_limit
+        assert deaf_session.audio.maxlen is not None and len(deaf_session.audio) <= deaf_session.audio.maxlen
+        buffered = deaf_session.link._writer.transport.get_write_buffer_size()
+        assert buffered < 8 * 1024 * 1024, buffered
+        assert rss_growth < 64 * 1024 * 1024, rss_growth
+        assert pongs > 100, pongs
+        flood_session = next(c for c in srv.room.clients.values() if c.id == deaf_session.id + 1)
+        assert len(flood_session.control) <= srv.config.send_queue_limit
+        # The healthy receiver is not slowed by any of them (within 10 %).
+        assert disturbed >= 0.9 * undisturbed, (undisturbed, disturbed)
+        assert undisturbed >= 20, undisturbed
+    finally:
+        for task in [*tasks, counter]:
+            task.cancel()
+        await asyncio.gather(*tasks, counter, return_exceptions=True)
+    for c in (sender, healthy):
+        await c.close()
