@@ -165,8 +165,7 @@ def main(snapshot_delay: float, color: str, keep: Path | None) -> None:
         ("diag logs --summary: tags, call sites and client lifecycles from the server log",
          _python(*diag, "logs", "--summary", str(log_file), *color_args)),
         ("diag symbolize: a crash from another machine, exe + lld-linked libasciichat.so",
-         _python(*diag, "symbolize", str(SAMPLE / "crash.txt"), "--search-path", str(SAMPLE / "bin"),
-                 "--source-root", "/tmp/asciichat-sample", *color_args)),
+         _python(*diag, "symbolize", str(SAMPLE / "crash.txt"), "--search-path", str(SAMPLE / "bin"), *color_args)),
     ]  # fmt: skip
     for title, cmd in after_steps:
         ok &= _run_step(title, cmd, use_color)
