@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -150,7 +151,15 @@ def c_peer_rows(c_binary: str, n: int) -> None:
                 cmd = [c_binary, "--no-check-update", "--log-level", "warn", "server", "--port", str(C_PEER_PORT)]
                 proc = subprocess.Popen(cmd + extra, env={**os.environ, "HOME": home}, stdout=log, stderr=log)
             try:
-                time.sleep(8)  # the Dev build initialises audio, mDNS and WebSocket before it serves
+                # The Dev build initialises audio, mDNS and WebSocket first: wait until it accepts, then settle.
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        socket.create_connection(("127.0.0.1", C_PEER_PORT), timeout=1).close()
+                        break
+                    except OSError:
+                        time.sleep(0.5)
+                time.sleep(2)
                 security = ClientSecurity(**MODES[mode][1])
                 failures: list[str] = []
                 hs, first = asyncio.run(bench_mode(C_PEER_PORT, security, n, timeout_s=30, failures=failures))
