@@ -33,8 +33,11 @@ class InodeScan:
     scanned_pids: int
 
 
-def _sockets_in(pid: int, dir_fd: int, names: list[str], wanted: set[int] | None, found: list) -> None:
-    """Append (inode, pid, fd) for every socket among a process's descriptors."""
+def _sockets_in(pid: int, dir_fd: int, names: list[str], wanted: set[str] | None, found: list) -> None:
+    """Append (link text, pid, fd) for every socket among a process's descriptors.
+
+    `wanted` holds link texts ("socket:[123]"), so a descriptor is matched without parsing it.
+    """
     readlink = os.readlink
     append = found.append
     for name in names:
@@ -42,10 +45,11 @@ def _sockets_in(pid: int, dir_fd: int, names: list[str], wanted: set[int] | None
             target = readlink(name, dir_fd=dir_fd)  # relative to the open fd/ directory: no path walk
         except OSError:
             continue  # fd closed while we looked
-        if target.startswith("socket:["):
-            inode = int(target[8:-1])
-            if wanted is None or inode in wanted:
-                append((inode, pid, int(name)))
+        if wanted is None:
+            if target.startswith("socket:["):
+                append((target, pid, name))
+        elif target in wanted:
+            append((target, pid, name))
 
 
 def scan_socket_inodes(wanted: set[int] | None = None, proc: str = "/proc") -> InodeScan:
@@ -62,7 +66,8 @@ def scan_socket_inodes(wanted: set[int] | None = None, proc: str = "/proc") -> I
         entries = os.listdir(proc)
     except OSError:
         return InodeScan({}, 0, 0)
-    found: list[tuple[int, int, int]] = []
+    links = {f"socket:[{inode}]" for inode in wanted} if wanted is not None else None
+    found: list[tuple[str, int, str]] = []
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -73,14 +78,14 @@ def scan_socket_inodes(wanted: set[int] | None = None, proc: str = "/proc") -> I
             continue
         scanned += 1
         try:
-            _sockets_in(int(entry), dir_fd, os.listdir(dir_fd), wanted, found)
+            _sockets_in(int(entry), dir_fd, os.listdir(dir_fd), links, found)
         except OSError:
             unreadable += 1
         finally:
             os.close(dir_fd)
     holders: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for inode, pid, fd in found:
-        holders[inode].append((pid, fd))
+    for link, pid, fd in found:
+        holders[int(link[8:-1])].append((pid, int(fd)))
     return InodeScan(dict(holders), unreadable, scanned)
 
 
