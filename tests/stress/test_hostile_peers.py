@@ -173,13 +173,11 @@ async def test_video_before_the_ws_handshake_never_reaches_a_password_room(serve
 
 async def _measure(sender, receiver_frames: list[float], frames: int = 30, fps: float = 15.0) -> int:
     """Stream ``frames`` distinct frames at ``fps``; return how many ASCII_FRAMEs the receiver got meanwhile."""
-    loop = asyncio.get_running_loop()
     before = len(receiver_frames)
     for i in range(frames):
         await sender.send(PacketType.IMAGE_FRAME, s.image_payload(shade=(i * 7 + 3) % 256))
         await asyncio.sleep(1 / fps)
     await asyncio.sleep(0.3)
-    del loop
     return len(receiver_frames) - before
 
 
@@ -252,6 +250,7 @@ async def test_hostile_peers_keep_memory_bounded_and_others_frame_rate(server):
         assert pongs > 100, pongs
         flood_session = next(c for c in srv.room.clients.values() if c.id == deaf_session.id + 1)
         assert len(flood_session.control) <= srv.config.send_queue_limit
+        print(f"healthy receiver: {undisturbed} frames undisturbed, {disturbed} beside the hostile peers")
         # The healthy receiver is not slowed by any of them (within 10 %).
         assert disturbed >= 0.9 * undisturbed, (undisturbed, disturbed)
         assert undisturbed >= 20, undisturbed
