@@ -10,6 +10,7 @@ import struct
 import sys
 from pathlib import Path
 
+import aiohttp
 import psutil
 import pytest
 
@@ -260,3 +261,33 @@ async def test_hostile_peers_keep_memory_bounded_and_others_frame_rate(server):
         await asyncio.gather(*tasks, counter, return_exceptions=True)
     for c in (sender, healthy):
         await c.close()
+
+
+async def test_flood_of_1_byte_ws_messages_is_dropped_and_session_survives(server):
+    """Messages shorter than a header are dropped (c41 does too: a browser heartbeat); the session lives on."""
+    srv = await server()
+    async with aiohttp.ClientSession() as http:
+        client = await s.AcipWsClient.connect(http, srv.ws_port)
+        await client.join(video=False)
+        await client.pump_until(lambda: bool(client.of_type(PacketType.SERVER_STATE)))
+        for _ in range(5000):
+            await client.ws.send_bytes(b"\x00")
+        await client.send(PacketType.PING, b"")
+        await client.pump_until(lambda: bool(client.of_type(PacketType.PONG)), timeout=10)
+        assert srv.metrics.protocol_errors == 0 and srv.room.client_count == 1
+        await client.close()
+
+
+async def test_one_byte_fragments_of_garbage_end_in_a_protocol_error_close(server):
+    """1-byte frames are reassembled (each is progress); the whole message is then judged: bad magic -> 1002."""
+    srv = await server()
+    ws = await s.RawWsClient.connect(srv.ws_port)
+    await ws.next_event()
+    garbage = bytes(range(1, 65))
+    ws.writer.write(b"".join(ws.frame(garbage[i : i + 1], i == len(garbage) - 1) for i in range(len(garbage))))
+    await ws.writer.drain()
+    close = await ws.wait_closed(10)
+    assert close is not None and close.code == 1002 and "magic" in close.reason, close
+    await ws.aclose()
+    await s.wait_until(lambda: srv.room.client_count == 0)
+    assert srv.metrics.protocol_errors == 1 and srv.metrics.frames_in == 0
