@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import socket
 import struct
 import sys
 from pathlib import Path
@@ -291,3 +292,30 @@ async def test_one_byte_fragments_of_garbage_end_in_a_protocol_error_close(serve
     await ws.aclose()
     await s.wait_until(lambda: srv.room.client_count == 0)
     assert srv.metrics.protocol_errors == 1 and srv.metrics.frames_in == 0
+
+
+async def test_ping_flood_from_a_peer_that_never_reads_is_cut_at_the_send_queue_limit(server, caplog):
+    """PONGs pile up behind a full socket; at send_queue_limit queued packets the server drops the peer."""
+    caplog.set_level(logging.DEBUG)
+    srv = await server(encrypt=False, websocket=False, send_queue_limit=64)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # small, so the server's side fills sooner
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", srv.tcp_port))
+    _reader, writer = await asyncio.open_connection(sock=sock)
+    writer.transport.pause_reading()
+    writer.write(encode_packet(PacketType.CLIENT_CAPABILITIES, s.caps_payload()))
+    burst = encode_packet(PacketType.PING) * 2000
+    sent = 0
+    with contextlib.suppress(ConnectionError, OSError):
+        while srv.room.client_count and sent < 400_000:
+            writer.write(burst)
+            await writer.drain()
+            sent += 2000
+            session = next(iter(srv.room.clients.values()), None)
+            if session is not None:
+                assert len(session.control) <= 64
+    await s.wait_until(lambda: srv.room.client_count == 0, timeout=20)
+    # The disconnect line is written once the link is closed, a moment after the slot is freed.
+    await s.wait_until(lambda: any("reason=send queue overflow" in r.getMessage() for r in caplog.records), 10)
+    writer.transport.abort()
