@@ -1,8 +1,11 @@
 """Seeded mutation fuzzer for the sans-I/O ACIP core: PacketDecoder, every payload decoder, ServerConnection.
 
     .venv/bin/python bench/fuzz.py --inputs 1000000
-    inputs fuzzed 1000000 in 212.3s (4711/s), crashes 0
-    rejections by reason: 412345 crc mismatch ...
+    inputs fuzzed 1000000 in 123.3s (8112/s), crashes 0, accepted 264115, rejected 735885
+    rejections by reason (... distinct, top 15):
+      124931  bad magic N (expected N)
+      119076  CRC mismatch on TYPE: header N, payload N
+      ...
 
 Inputs are mutations (bit flips, byte writes, truncation, growth, splices, interesting length fields,
 re-computed CRCs so the payload decoders see them) of the valid packets in spec/vectors.json and of

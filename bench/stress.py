@@ -1,8 +1,9 @@
 """Reconnect storm against a real in-process server: connect/handshake/stream/disconnect cycles, TCP and WS.
 
     .venv/bin/python bench/stress.py --cycles 10000
-    cycles run 10000 (tcp-clean 1430, ...) in 312.4s = 32.0 connects/s
-    slots leaked 0, exceptions 0, fds leaked 0, tasks leaked 0, peak RSS 95.1 MiB
+    cycles run 10000 (tcp-clean 1429, tcp-half-open 1429, ...) in 444.2s = 22.5 connects/s
+    slots leaked 0, exceptions 0, failed cycles 0, fds leaked 0, tasks leaked 0, peak RSS 81.1 MiB
+    (2 cores at load average ~16; exit status 1 when anything leaked or failed)
 
 Each cycle is one of: a full encrypted TCP session that streams a frame and leaves cleanly, the same
 ended by RST (SO_LINGER 0), a half-open end (shutdown(SHUT_WR), then wait for the server), an RST in the
