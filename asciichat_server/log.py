@@ -233,3 +233,5 @@ def setup_logging(
     root.setLevel(levelno)
     # aiohttp's access log would add a line per HTTP request at INFO; keep it for debug runs.
     logging.getLogger("aiohttp.access").setLevel(max(levelno, logging.WARNING))
+    # asyncio's own debug lines ("Using selector: EpollSelector") carry no information about clients.
+    logging.getLogger("asyncio").setLevel(max(levelno, logging.INFO))
