@@ -197,11 +197,17 @@ async def test_hostile_peers_keep_memory_bounded_and_others_frame_rate(server):
             if pkt.type == PacketType.ASCII_FRAME:
                 received.append(loop.time())
 
+    async def drain_sender() -> None:  # a well-behaved sender reads what it is sent
+        while True:
+            await sender.packet(timeout=60)
+
     counter = asyncio.create_task(count_frames())
+    sender_reader = asyncio.create_task(drain_sender())
     tasks: list[asyncio.Task] = []
     try:
-        await _measure(sender, received, frames=5)  # warm the render caches
-        undisturbed = await _measure(sender, received)
+        # Every step is bounded, so a stall fails here with its name instead of at pytest's timeout.
+        await asyncio.wait_for(_measure(sender, received, frames=5), 60)  # warm the render caches
+        undisturbed = await asyncio.wait_for(_measure(sender, received), 60)
 
         # A joined receiver of big frames that never reads.
         big = ClientCapabilities(width=300, height=100, color_level=3, palette_type=1, desired_fps=60).encode()
@@ -240,7 +246,7 @@ async def test_hostile_peers_keep_memory_bounded_and_others_frame_rate(server):
             asyncio.create_task(_trickle(slow.writer, hello)),
         ]
         rss_before = psutil.Process().memory_info().rss
-        disturbed = await _measure(sender, received)
+        disturbed = await asyncio.wait_for(_measure(sender, received), 60)
         rss_growth = psutil.Process().memory_info().rss - rss_before
 
         # The deaf receiver's lanes stay bounded: a short control queue, one pending video frame.
@@ -250,18 +256,18 @@ async def test_hostile_peers_keep_memory_bounded_and_others_frame_rate(server):
         assert buffered < 8 * 1024 * 1024, buffered
         assert rss_growth < 64 * 1024 * 1024, rss_growth
         assert pongs > 100, pongs
-        flood_session = next(c for c in srv.room.clients.values() if c.id == deaf_session.id + 1)
-        assert len(flood_session.control) <= srv.config.send_queue_limit
+        for session in srv.room.clients.values():
+            assert len(session.control) <= srv.config.send_queue_limit
         print(f"healthy receiver: {undisturbed} frames undisturbed, {disturbed} beside the hostile peers")
         # The healthy receiver is not slowed by any of them (within 10 %).
         assert disturbed >= 0.9 * undisturbed, (undisturbed, disturbed)
         assert undisturbed >= 20, undisturbed
     finally:
-        for task in [*tasks, counter]:
+        for task in [*tasks, counter, sender_reader]:
             task.cancel()
-        await asyncio.gather(*tasks, counter, return_exceptions=True)
+        await asyncio.gather(*tasks, counter, sender_reader, return_exceptions=True)
     for c in (sender, healthy):
-        await c.close()
+        await asyncio.wait_for(c.close(), 10)
 
 
 async def test_flood_of_1_byte_ws_messages_is_dropped_and_session_survives(server):
