@@ -44,8 +44,46 @@ class Section:
     size: int
 
 
+class SegmentMap:
+    """Address maths shared by ELF and Mach-O images: file offsets and virtual addresses via segments.
+
+    Subclasses provide ``segments`` and ``data``; ``slice_offset`` is where the image starts in
+    ``data`` (non-zero only for one architecture of a universal Mach-O file).
+    """
+
+    segments: list[Segment]
+    data: bytes
+    slice_offset: int
+
+    def exec_segments(self) -> list[Segment]:
+        return [s for s in self.segments if s.executable]
+
+    def offset_to_vaddr(self, file_offset: int) -> int | None:
+        """The virtual address of a file offset, via the segment that maps it (lld: vaddr != offset)."""
+        for seg in self.segments:
+            if seg.offset <= file_offset < seg.offset + max(seg.filesz, 1):
+                return file_offset - seg.offset + seg.vaddr
+        return None
+
+    def vaddr_to_offset(self, vaddr: int) -> int | None:
+        for seg in self.segments:
+            if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
+                return vaddr - seg.vaddr + seg.offset
+        return None
+
+    def read_vaddr(self, vaddr: int, size: int) -> bytes | None:
+        off = self.vaddr_to_offset(vaddr)
+        if off is None:
+            return None
+        at = self.slice_offset + off
+        return self.data[at : at + size]
+
+    def in_exec(self, vaddr: int) -> bool:
+        return any(s.vaddr <= vaddr < s.vaddr + s.memsz for s in self.exec_segments())
+
+
 @dataclass
-class ElfImage:
+class ElfImage(SegmentMap):
     """What diag needs from an ELF file, read once."""
 
     path: str
@@ -90,6 +128,10 @@ class ElfImage:
         return name, crc
 
     @property
+    def slice_offset(self) -> int:
+        return 0  # an ELF file holds one image
+
+    @property
     def has_dwarf(self) -> bool:
         sec = self.sections.get(".debug_info")
         return sec is not None and sec.type != SHT_NOBITS and sec.size > 0
@@ -99,31 +141,6 @@ class ElfImage:
         """Page-floor of the lowest PT_LOAD vaddr: what the load bias is measured from."""
         loads = [s.vaddr for s in self.segments]
         return (min(loads) & ~0xFFF) if loads else 0
-
-    def exec_segments(self) -> list[Segment]:
-        return [s for s in self.segments if s.executable]
-
-    def offset_to_vaddr(self, file_offset: int) -> int | None:
-        """The ELF virtual address of a file offset, via the PT_LOAD that maps it (lld: vaddr != offset)."""
-        for seg in self.segments:
-            if seg.offset <= file_offset < seg.offset + max(seg.filesz, 1):
-                return file_offset - seg.offset + seg.vaddr
-        return None
-
-    def vaddr_to_offset(self, vaddr: int) -> int | None:
-        for seg in self.segments:
-            if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
-                return vaddr - seg.vaddr + seg.offset
-        return None
-
-    def read_vaddr(self, vaddr: int, size: int) -> bytes | None:
-        off = self.vaddr_to_offset(vaddr)
-        if off is None:
-            return None
-        return self.data[off : off + size]
-
-    def in_exec(self, vaddr: int) -> bool:
-        return any(s.vaddr <= vaddr < s.vaddr + s.memsz for s in self.exec_segments())
 
 
 def _note_build_id(raw: bytes, endian: str) -> str | None:

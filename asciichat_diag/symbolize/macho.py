@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asciichat_diag._common import DiagError
-from asciichat_diag.symbolize.elfio import Segment
+from asciichat_diag.symbolize.elfio import Segment, SegmentMap
 
 CPU_X86_64 = 0x01000007
 CPU_ARM64 = 0x0100000C
@@ -22,7 +22,7 @@ N_STAB, N_TYPE, N_SECT, N_EXT = 0xE0, 0x0E, 0x0E, 0x01
 
 
 @dataclass
-class MachoImage:
+class MachoImage(SegmentMap):
     path: str
     data: bytes
     slice_offset: int
@@ -50,31 +50,6 @@ class MachoImage:
     @property
     def is64(self) -> bool:
         return True
-
-    def exec_segments(self) -> list[Segment]:
-        return [s for s in self.segments if s.executable]
-
-    def offset_to_vaddr(self, file_offset: int) -> int | None:
-        for seg in self.segments:
-            if seg.offset <= file_offset < seg.offset + seg.filesz:
-                return file_offset - seg.offset + seg.vaddr
-        return None
-
-    def vaddr_to_offset(self, vaddr: int) -> int | None:
-        for seg in self.segments:
-            if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
-                return vaddr - seg.vaddr + seg.offset
-        return None
-
-    def read_vaddr(self, vaddr: int, size: int) -> bytes | None:
-        off = self.vaddr_to_offset(vaddr)
-        if off is None:
-            return None
-        at = self.slice_offset + off
-        return self.data[at : at + size]
-
-    def in_exec(self, vaddr: int) -> bool:
-        return any(s.vaddr <= vaddr < s.vaddr + s.memsz for s in self.exec_segments())
 
     def dwarf_sections(self) -> dict[str, bytes]:
         out = {}
