@@ -192,15 +192,18 @@ async def test_hostile_peers_keep_memory_bounded_and_others_frame_rate(server):
     loop = asyncio.get_running_loop()
 
     async def count_frames() -> None:
-        while True:
+        while not stop.is_set():
             pkt = await healthy.packet(timeout=60)
             if pkt.type == PacketType.ASCII_FRAME:
                 received.append(loop.time())
 
     async def drain_sender() -> None:  # a well-behaved sender reads what it is sent
-        while True:
+        while not stop.is_set():
             await sender.packet(timeout=60)
 
+    # Loops end on this flag, not only on cancel(): Python 3.11's wait_for can swallow a cancellation
+    # that lands together with its own timeout, and a `while True` would then never end.
+    stop = asyncio.Event()
     counter = asyncio.create_task(count_frames())
     sender_reader = asyncio.create_task(drain_sender())
     tasks: list[asyncio.Task] = []
@@ -220,12 +223,12 @@ async def test_hostile_peers_keep_memory_bounded_and_others_frame_rate(server):
 
         async def ping_flood() -> None:
             nonlocal pongs
-            while True:
+            while not stop.is_set():
                 for _ in range(100):
                     flooder.conn.send(PacketType.PING)
                 await flooder.flush()
                 with contextlib.suppress(TimeoutError):
-                    while True:
+                    while not stop.is_set():
                         pkt = await flooder.packet(timeout=0.02)
                         pongs += pkt.type == PacketType.PONG
 
@@ -233,7 +236,7 @@ async def test_hostile_peers_keep_memory_bounded_and_others_frame_rate(server):
         async def one_byte_frames() -> None:
             ws = await s.RawWsClient.connect(srv.ws_port)
             with contextlib.suppress(ConnectionError, OSError):
-                while not ws.writer.is_closing():
+                while not ws.writer.is_closing() and not stop.is_set():
                     ws.writer.write(b"".join(ws.frame(b"\x00", False) for _ in range(200)))
                     await ws.writer.drain()
                     await asyncio.sleep(0.01)
@@ -263,9 +266,12 @@ async def test_hostile_peers_keep_memory_bounded_and_others_frame_rate(server):
         assert disturbed >= 0.9 * undisturbed, (undisturbed, disturbed)
         assert undisturbed >= 20, undisturbed
     finally:
-        for task in [*tasks, counter, sender_reader]:
+        stop.set()
+        everything = [*tasks, counter, sender_reader]
+        for task in everything:
             task.cancel()
-        await asyncio.gather(*tasks, counter, sender_reader, return_exceptions=True)
+        _done, stuck = await asyncio.wait(everything, timeout=10)
+        assert not stuck, stuck
     for c in (sender, healthy):
         await asyncio.wait_for(c.close(), 10)
 
