@@ -428,7 +428,11 @@ class ServerConnection(_Connection):
         except _Rejected as rejected:
             return self._reject(rejected.flags)
         if self.transport == "ws" and ptype not in HANDSHAKE_TYPES and ptype != PacketType.ENCRYPTED:
-            # ACIP.md 6.3: a WS peer may send application packets before the handshake finishes.
+            if self.security.auth_required:
+                # A password or client-key room admits nothing from a peer that has not authenticated.
+                raise ProtocolError(f"{packet_type_name(ptype)} before the WebSocket handshake authenticated")
+            # ACIP.md 6.3: with no authentication required, a WS peer may send application packets
+            # before the handshake finishes (the c41 server dispatches them).
             return [PacketReceived(packet)]
         if stage is _Stage.AWAIT_FIRST:
             raise ProtocolError(f"{packet_type_name(ptype)} before the server started the WebSocket handshake")

@@ -860,3 +860,17 @@ def test_allow_list_refuses_the_unsigned_key_response_without_encryption() -> No
     security = ServerSecurity(client_keys=frozenset({bytes(CLIENT_A.verify_key)}))
     _, events = _unsigned_key_auth_exchange(security, mode=0x02)
     assert events == [AuthRejected(AuthFailure.SIGNATURE_INVALID)]
+
+
+def test_websocket_application_packets_before_the_handshake() -> None:
+    """ACIP 6.3: dispatched when no authentication is required; refused in a password room."""
+    caps = ClientCapabilities(width=40, height=12).encode()
+    open_room = ServerConnection(ServerSecurity(), "ws")
+    open_room.start()
+    events = open_room.receive_message(encode_packet(PacketType.CLIENT_CAPABILITIES, caps))
+    assert [type(e) for e in events] == [PacketReceived]
+
+    locked_room = ServerConnection(ServerSecurity(password_key=bytes(32)), "ws")
+    locked_room.start()
+    with pytest.raises(ProtocolError, match="before the WebSocket handshake authenticated"):
+        locked_room.receive_message(encode_packet(PacketType.CLIENT_CAPABILITIES, caps))

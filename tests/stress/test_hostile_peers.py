@@ -153,12 +153,6 @@ async def test_video_before_the_tcp_handshake_gets_error_44(server):
     await raw.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ServerConnection hands plaintext application packets of an unfinished WS handshake to the room "
-    "(ACIP 6.3 c41 behaviour) even when the server requires a password: video from an unauthenticated peer "
-    "is rendered for authenticated clients. See REQUESTS.md (STRESS -> LEAD, 06:15).",
-)
 async def test_video_before_the_ws_handshake_never_reaches_a_password_room(server):
     srv = await server(password="correct horse", handshake_timeout_s=3)
     ws = await s.RawWsClient.connect(srv.ws_port)
