@@ -20,6 +20,7 @@ complete -c asciichat-client -l key -r -F -d 'Client identity key (OpenSSH ed255
 complete -c asciichat-client -l key-variant -r -f -a 'c41 head'
 complete -c asciichat-client -l head-caps -d 'Send HEAD'\''s 168-byte CLIENT_CAPABILITIES instead of c41'\''s 160'
 complete -c asciichat-client -l timeout -r -f -d 'Give up after this many seconds without data from the server'
+complete -c asciichat-client -l no-reconnect -d 'Exit when the connection is lost instead of reconnecting'
 complete -c asciichat-client -l log-level -r -f -d 'dev, debug, info, warn, error, fatal'
 complete -c asciichat-client -l log-format -r -f -a 'text json'
 complete -c asciichat-client -l log-file -r -F

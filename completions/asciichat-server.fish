@@ -15,6 +15,7 @@ complete -c asciichat-server -l log-format -r -f -a 'text json'
 complete -c asciichat-server -l websocket-port -r -f
 complete -c asciichat-server -l no-websocket -d 'Do not start the WebSocket listener'
 complete -c asciichat-server -l ws-plaintext -d 'WebSocket clients skip the handshake (for clients that cannot)'
+complete -c asciichat-server -l bind-retries -r -f -d 'Extra bind tries per address (exponential backoff from 0.1 s) before giving up on it'
 complete -c asciichat-server -l debug -d 'Show tracebacks on errors'
 complete -c asciichat-server -l version -d 'Show the version and exit'
 complete -c asciichat-server -l help -d 'Show this message and exit'

@@ -12,7 +12,7 @@ _diag_complete() {
             '|ports') path='ports' ;;
             '|symbolize') path='symbolize' ;;
             'bind|--host'|'bind|--retries'|'bind|--backoff'|'bind|--scenario'|'bind|--color') skip=1 ;;
-            'logs|-n'|'logs|--lines'|'logs|--tag'|'logs|--level'|'logs|--client'|'logs|--since'|'logs|--until'|'logs|--grep'|'logs|--interval'|'logs|--color') skip=1 ;;
+            'logs|-n'|'logs|--lines'|'logs|--tag'|'logs|--level'|'logs|--client'|'logs|--since'|'logs|--until'|'logs|--grep'|'logs|--interval'|'logs|--source'|'logs|--color') skip=1 ;;
             'ports|--ws-path'|'ports|--expect'|'ports|--family'|'ports|--timeout'|'ports|--interval'|'ports|--backend'|'ports|--color') skip=1 ;;
             'symbolize|--maps'|'symbolize|--pid'|'symbolize|--exe'|'symbolize|--lib'|'symbolize|--search-path'|'symbolize|--debug-dir'|'symbolize|--source-root'|'symbolize|--arch'|'symbolize|--color') skip=1 ;;
         esac
@@ -31,6 +31,7 @@ _diag_complete() {
         'logs|--until') COMPREPLY=(); return ;;
         'logs|--grep') COMPREPLY=(); return ;;
         'logs|--interval') COMPREPLY=(); return ;;
+        'logs|--source') COMPREPLY=($(compgen -f -- "$cur")); return ;;
         'logs|--color') COMPREPLY=($(compgen -W 'auto always never' -- "$cur")); return ;;
         'ports|--ws-path') COMPREPLY=(); return ;;
         'ports|--expect') COMPREPLY=(); return ;;
@@ -52,7 +53,7 @@ _diag_complete() {
     case "$path" in
         '') COMPREPLY=($(compgen -W 'bind logs ports symbolize --version --debug --help' -- "$cur")) ;;
         'bind') COMPREPLY=($(compgen -W '--host --retries --backoff --scenario --json --color --help' -- "$cur")) ;;
-        'logs') COMPREPLY=($(compgen -f -W '-f --follow -n --lines --tag --level --client --since --until --grep --summary --rate --no-rate --date --interval --json --color --help' -- "$cur")) ;;
+        'logs') COMPREPLY=($(compgen -f -W '-f --follow -n --lines --tag --level --client --since --until --grep --summary --rate --no-rate --date --interval --source --json --color --help' -- "$cur")) ;;
         'ports') COMPREPLY=($(compgen -W '--all --acip --ws --ws-path --expect --any-owner --family --probe --no-probe --timeout --watch --interval --backend --json --color --help' -- "$cur")) ;;
         'symbolize') COMPREPLY=($(compgen -W '--maps --pid --exe --lib --search-path --debug-dir --source-root --no-cache --no-adjust --arch --json --color --help' -- "$cur")) ;;
     esac
