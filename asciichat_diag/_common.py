@@ -39,6 +39,7 @@ class DiagError(Exception):
 def make_console(color: str = "auto", stderr: bool = False) -> Console:
     """A rich Console honouring --color auto|always|never (auto: only on a terminal)."""
     from rich.console import Console
+
     if color == "always":
         return Console(stderr=stderr, force_terminal=True, color_system="truecolor", soft_wrap=True)
     if color == "never":
