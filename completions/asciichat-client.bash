@@ -31,7 +31,7 @@ _asciichat_client_complete() {
         '|--log-file') COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac
     case "$path" in
-        '') COMPREPLY=($(compgen -W '--port -p --test-pattern --file --no-video -x --width -y --height --fps --color-level --color-mode --render-mode --palette --palette-chars --snapshot --snapshot-delay --no-encrypt --password --server-key --key --key-variant --head-caps --timeout --no-reconnect --log-level --log-format --log-file --debug --help' -- "$cur")) ;;
+        '') COMPREPLY=($(compgen -W '--port -p --test-pattern --file --no-video -x --width -y --height --fps --color-level --color-mode --render-mode --palette --palette-chars --snapshot --snapshot-delay --no-encrypt --password --server-key --key --key-variant --head-caps --timeout --no-reconnect --log-level --log-format --log-file --debug -h --help' -- "$cur")) ;;
     esac
 }
 complete -o filenames -F _asciichat_client_complete asciichat-client

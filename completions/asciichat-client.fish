@@ -25,4 +25,4 @@ complete -c asciichat-client -l log-level -r -f -d 'dev, debug, info, warn, erro
 complete -c asciichat-client -l log-format -r -f -a 'text json'
 complete -c asciichat-client -l log-file -r -F
 complete -c asciichat-client -l debug -d 'Show tracebacks for unexpected errors'
-complete -c asciichat-client -l help -d 'Show this message and exit'
+complete -c asciichat-client -s h -l help -d 'Show this message and exit'

@@ -26,7 +26,7 @@ _asciichat_server_complete() {
         '|--bind-retries') COMPREPLY=(); return ;;
     esac
     case "$path" in
-        '') COMPREPLY=($(compgen -W '--port -p --address --address6 --max-clients --no-encrypt --password --key --client-keys --key-variant --log-file --log-level --log-format --websocket-port --no-websocket --ws-plaintext --bind-retries --debug --version --help' -- "$cur")) ;;
+        '') COMPREPLY=($(compgen -W '--port -p --address --address6 --max-clients --no-encrypt --password --key --client-keys --key-variant --log-file --log-level --log-format --websocket-port --no-websocket --ws-plaintext --bind-retries --debug --version -h --help' -- "$cur")) ;;
     esac
 }
 complete -o filenames -F _asciichat_server_complete asciichat-server

@@ -18,4 +18,4 @@ complete -c asciichat-server -l ws-plaintext -d 'WebSocket clients skip the hand
 complete -c asciichat-server -l bind-retries -r -f -d 'Extra bind tries per address (exponential backoff from 0.1 s) before giving up on it'
 complete -c asciichat-server -l debug -d 'Show tracebacks on errors'
 complete -c asciichat-server -l version -d 'Show the version and exit'
-complete -c asciichat-server -l help -d 'Show this message and exit'
+complete -c asciichat-server -s h -l help -d 'Show this message and exit'

@@ -51,11 +51,11 @@ _diag_complete() {
         'symbolize|--color') COMPREPLY=($(compgen -W 'auto always never' -- "$cur")); return ;;
     esac
     case "$path" in
-        '') COMPREPLY=($(compgen -W 'bind logs ports symbolize --version --debug --help' -- "$cur")) ;;
-        'bind') COMPREPLY=($(compgen -W '--host --retries --backoff --scenario --json --color --help' -- "$cur")) ;;
-        'logs') COMPREPLY=($(compgen -f -W '-f --follow -n --lines --tag --level --client --since --until --grep --summary --rate --no-rate --date --interval --source --json --color --help' -- "$cur")) ;;
-        'ports') COMPREPLY=($(compgen -W '--all --acip --ws --ws-path --expect --any-owner --family --probe --no-probe --timeout --watch --interval --backend --json --color --help' -- "$cur")) ;;
-        'symbolize') COMPREPLY=($(compgen -W '--maps --pid --exe --lib --search-path --debug-dir --source-root --no-cache --no-adjust --arch --json --color --help' -- "$cur")) ;;
+        '') COMPREPLY=($(compgen -W 'bind logs ports symbolize --version --debug -h --help' -- "$cur")) ;;
+        'bind') COMPREPLY=($(compgen -W '--host --retries --backoff --scenario --json --color -h --help' -- "$cur")) ;;
+        'logs') COMPREPLY=($(compgen -f -W '-f --follow -n --lines --tag --level --client --since --until --grep --summary --rate --no-rate --date --interval --source --json --color -h --help' -- "$cur")) ;;
+        'ports') COMPREPLY=($(compgen -W '--all --acip --ws --ws-path --expect --any-owner --family --probe --no-probe --timeout --watch --interval --backend --json --color -h --help' -- "$cur")) ;;
+        'symbolize') COMPREPLY=($(compgen -W '--maps --pid --exe --lib --search-path --debug-dir --source-root --no-cache --no-adjust --arch --json --color -h --help' -- "$cur")) ;;
     esac
 }
 complete -o filenames -F _diag_complete diag

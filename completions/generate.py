@@ -62,7 +62,9 @@ def load_command(target: str) -> click.Command:
 
 def describe(command: click.Command, path: list[str], ctx: click.Context | None = None) -> Cmd:
     """Walk a click command tree into plain Cmd objects."""
-    ctx = click.Context(command, info_name=path[-1], parent=ctx)
+    # Apply the command's own context_settings (e.g. -h/--help), as click does when it runs it;
+    # a bare Context would describe the defaults instead, and click caches the help option.
+    ctx = click.Context(command, info_name=path[-1], parent=ctx, **command.context_settings)
     options: list[Opt] = []
     takes_path_args = False
     for param in command.get_params(ctx):
