@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 C_BINARY = os.environ.get("ASCIICHAT_C_BINARY", "")
 
 # Runs inside the namespace: our server on a fixed port (the namespace is private), then the C client.
+# The C Dev build writes its log next to the nearest .git above its working directory, so it runs in
+# the temporary HOME, never in this checkout.
 DRIVER = r"""
 import json, os, re, subprocess, sys, time
 c_binary, root, home, extra_server, extra_client = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
@@ -36,7 +38,7 @@ try:
     client = subprocess.run([c_binary, "--no-check-update", "--log-level", "info", "client", "127.0.0.1:27224",
                              "--test-pattern", "--snapshot", "--snapshot-delay", "1", "-x", "80", "-y", "24",
                              "--no-audio-playback", "--no-encode-audio", *json.loads(extra_client)],
-                            env=env, capture_output=True, text=True, timeout=90)
+                            env=env, cwd=home, capture_output=True, text=True, timeout=90)
     print(json.dumps({"rc": client.returncode, "stdout": client.stdout, "stderr": client.stderr[-4000:],
                       "server_log": open(log).read()[-4000:]}))
 finally:
@@ -109,7 +111,7 @@ subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 env = dict(os.environ, HOME=home)
 out = open(os.path.join(home, "c-server.log"), "w")
 server = subprocess.Popen([c_binary, "--no-check-update", "--log-level", "info", "server", *json.loads(server_args)],
-                          env=env, stdout=out, stderr=subprocess.STDOUT)
+                          env=env, cwd=home, stdout=out, stderr=subprocess.STDOUT)
 try:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
