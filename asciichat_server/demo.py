@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -117,16 +118,28 @@ def _run_step(title: str, cmd: list[str], color: bool, ok_codes: tuple[int, ...]
               help="Seconds of video before the grid is printed.")  # fmt: skip
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the server log here instead of a temporary folder.")  # fmt: skip
+              help="Keep the server log in this folder (default: a temporary one, removed at the end).")  # fmt: skip
 def main(snapshot_delay: float, color: str, keep: Path | None) -> None:
     """Run the server, two clients and every diag command against them, then stop.
 
     Example: asciichat-demo --snapshot-delay 3
     """
     use_color = sys.stdout.isatty() if color == "auto" else color == "always"
-    color_args = ["--color", "always" if use_color else "never"]
     work = keep or Path(tempfile.mkdtemp(prefix="asciichat-demo-"))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        ok = _demo(work, snapshot_delay, use_color)
+    finally:
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    _heading("done" if ok else "done, with failures (see above)", use_color)
+    if keep is not None:
+        click.echo(f"server log kept in {work / 'server.log'}")
+    sys.exit(0 if ok else 1)
+
+
+def _demo(work: Path, snapshot_delay: float, use_color: bool) -> bool:
+    color_args = ["--color", "always" if use_color else "never"]
     log_file = work / "server.log"
     log_file.unlink(missing_ok=True)
     taken: set[int] = set()
@@ -152,7 +165,7 @@ def main(snapshot_delay: float, color: str, keep: Path | None) -> None:
     ok = True
     with _started(server_cmd, "asciichat-server", **quiet) as server:
         _wait_ready(log_file, server, READY_TIMEOUT_S)
-        click.echo(f"ready; log: {log_file}")
+        click.echo("ready")
         with _started(tcp_client, "TCP client", **quiet):
             _wait_clients(ws_port, 1, READY_TIMEOUT_S)
             for title, cmd in live_steps:
@@ -169,8 +182,7 @@ def main(snapshot_delay: float, color: str, keep: Path | None) -> None:
     ]  # fmt: skip
     for title, cmd in after_steps:
         ok &= _run_step(title, cmd, use_color)
-    _heading("done" if ok else "done, with failures (see above)", use_color)
-    sys.exit(0 if ok else 1)
+    return ok
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
 """asciichat-demo runs the server, two clients and every diag command, then stops everything."""
 
+import os
 import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 
-def test_demo_end_to_end() -> None:
+def test_demo_end_to_end(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "asciichat_server.demo", "--color", "never", "--snapshot-delay", "1.5"],
         capture_output=True,
         text=True,
         timeout=170,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-2000:]
@@ -35,3 +38,5 @@ def test_demo_end_to_end() -> None:
     for port in ports:
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0
+    # and its temporary folder (the server log) is gone
+    assert not list(tmp_path.glob("asciichat-demo-*"))
