@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 PAGE = 0x1000
 
@@ -36,6 +38,8 @@ class CallSiteMap:
     """For each executable byte of a module: does the instruction before it look like a call?"""
 
     def __init__(self, segments: list[tuple[int, bytes]]) -> None:
+        import numpy as np  # only here and below: a run with maps never needs it
+
         self.segments = []
         lo_all = min((v for v, _ in segments), default=0)
         hi_all = max((v + len(b) for v, b in segments), default=0)
@@ -44,6 +48,8 @@ class CallSiteMap:
 
     def candidates(self, address: int) -> np.ndarray:
         """Module vaddrs with the low 12 bits of `address` that sit right after a call."""
+        import numpy as np
+
         low = address & (PAGE - 1)
         out = []
         for vaddr, mask in self.segments:
@@ -61,6 +67,8 @@ class CallSiteMap:
 
 
 def _after_call(t: np.ndarray, vaddr: int, lo_all: int, hi_all: int) -> np.ndarray:
+    import numpy as np
+
     n = len(t)
     mask = np.zeros(n, dtype=bool)
     if n < 2:
@@ -104,6 +112,8 @@ def _after_call(t: np.ndarray, vaddr: int, lo_all: int, hi_all: int) -> np.ndarr
 
 def recover_bias(sites: CallSiteMap, addresses: list[int]) -> BiasGuess | None:
     """The page-aligned bias under which most `addresses` land right after a call instruction."""
+    import numpy as np
+
     addresses = sorted(set(addresses))
     if not addresses:
         return None

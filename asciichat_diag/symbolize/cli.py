@@ -88,10 +88,9 @@ def symbolize(
         raise DiagError("give either --maps or --pid, not both")
     result = symbolize_text(text, opts)
     if as_json:
-        from asciichat_diag.symbolize.render import to_json
+        from asciichat_diag.symbolize.model import to_json
 
-        json.dump(to_json(result), sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        sys.stdout.write(json.dumps(to_json(result), indent=2, ensure_ascii=False) + "\n")  # one write
     else:
         from asciichat_diag.symbolize.parse import parse_text
         from asciichat_diag.symbolize.render import render_text

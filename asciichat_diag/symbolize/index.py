@@ -1,23 +1,31 @@
-"""A per-binary symbol index in sorted numpy arrays, looked up with searchsorted, cached on disk.
+"""A per-binary symbol index in sorted flat arrays, cached on disk.
 
 Arrays: function ranges (DWARF subprograms), inline ranges grouped by function, line-table rows,
-and symbol-table ranges (the fallback when there is no DWARF). One index is built per binary and
-stored under $XDG_CACHE_HOME/asciichat-diag keyed by build-id (or path + size + mtime).
+and symbol-table ranges (the fallback when there is no DWARF). One index is built per binary (with
+numpy, in `IndexBuilder.freeze`) and stored under $XDG_CACHE_HOME/asciichat-diag keyed by build-id
+(or path + size + mtime).
+
+Lookups run on typed memoryviews with `bisect`, so a warm run (index loaded from the cache) never
+imports numpy: its import costs more than the 200 lookups of a typical backtrace.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
 import struct
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-INDEX_FORMAT = 4  # bump when the arrays or their meaning change: old cache files are then ignored
+INDEX_FORMAT = 5  # bump when the arrays or their meaning change: old cache files are then ignored
 CACHE_MAGIC = b"ACDIDX\0\0"
 ARRAY_NAMES = (
     "func_low", "func_high", "func_id",          # function ranges sorted by low; func_id -> func_* below
@@ -27,6 +35,9 @@ ARRAY_NAMES = (
     "line_addr", "line_file", "line_line", "line_col",  # rows sorted by address; file -1 ends a sequence
     "sym_low", "sym_high", "sym_name", "sym_file",  # symbol table ranges sorted by low (file: STT_FILE)
 )  # fmt: skip
+# numpy dtype (kind + size) -> the struct format a memoryview is cast to; fixed sizes on every platform.
+_FORMATS = {"u8": "Q", "i8": "q", "u4": "I", "i4": "i", "u2": "H", "i2": "h", "u1": "B", "i1": "b"}
+_LITTLE = sys.byteorder == "little"
 
 
 @dataclass(frozen=True)
@@ -40,9 +51,9 @@ class Location:
 
 
 class SymbolIndex:
-    """Lookups over one binary's arrays. Build with `build_index`, or load from the cache."""
+    """Lookups over one binary's arrays (1-D typed memoryviews). Build with `IndexBuilder`, or load from the cache."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], names: list[str], files: list[str], meta: dict) -> None:
+    def __init__(self, arrays: dict[str, memoryview], names: list[str], files: list[str], meta: dict) -> None:
         self.a = arrays
         self.names = names
         self.files = files
@@ -61,18 +72,16 @@ class SymbolIndex:
 
     def lookup_many(self, vaddrs: Sequence[int]) -> list[tuple[list[Location], str]]:
         a = self.a
-        q = np.asarray(vaddrs, dtype=np.uint64)
-        fi = np.searchsorted(a["func_low"], q, side="right").astype(np.int64) - 1
-        li = np.searchsorted(a["line_addr"], q, side="right").astype(np.int64) - 1
-        si = np.searchsorted(a["sym_low"], q, side="right").astype(np.int64) - 1
+        func_low, line_addr, sym_low = a["func_low"], a["line_addr"], a["sym_low"]
         out = []
-        for k, addr in enumerate(q.tolist()):
-            func = self._func_at(int(fi[k]), addr)
-            row = self._line_at(int(li[k]))
+        for addr in vaddrs:
+            addr = int(addr)
+            func = self._func_at(bisect.bisect_right(func_low, addr) - 1, addr)
+            row = self._line_at(bisect.bisect_right(line_addr, addr) - 1)
             if func is not None:
                 out.append((self._chain(func, addr, row), "dwarf"))
                 continue
-            sym = self._sym_at(int(si[k]), addr)
+            sym = self._sym_at(bisect.bisect_right(sym_low, addr) - 1, addr)
             if sym is not None:
                 file, line, col = row if row else (sym[1], 0 if sym[1] else None, None)
                 out.append(([Location(sym[0], file, line, col)], "symtab"))
@@ -105,22 +114,21 @@ class SymbolIndex:
 
     def _chain(self, func: int, addr: int, row_at: tuple[str, int, int] | None) -> list[Location]:
         a = self.a
-        start, end = int(a["func_inl_start"][func]), int(a["func_inl_end"][func])
+        start, end = a["func_inl_start"][func], a["func_inl_end"][func]
         inl: list[int] = []  # inlined_subroutine DIEs, innermost first
-        if end > start:
-            lo = a["inl_low"][start:end]
-            hi = a["inl_high"][start:end]
-            hits = np.nonzero((lo <= addr) & (hi > addr))[0]
-            if len(hits):
-                # Like llvm: the innermost DIE whose ranges hold the address, then its parents in the DIE
-                # tree, whether or not their own ranges list the address (gcc leaves some empty).
-                depths = a["inl_depth"][start:end][hits]
-                last_deepest = len(hits) - 1 - int(np.argmax(depths[::-1]))  # DFS order: a later DIE is inner
-                row = start + int(hits[last_deepest])
-                die = int(a["inl_die"][row])
-                while die >= 0:
-                    inl.append(die)
-                    die = int(a["die_parent"][die])
+        # Like llvm: the innermost DIE whose ranges hold the address, then its parents in the DIE tree,
+        # whether or not their own ranges list the address (gcc leaves some empty). Rows are in DFS
+        # order, so among the deepest hits the last one is the innermost.
+        inl_low, inl_high, inl_depth = a["inl_low"], a["inl_high"], a["inl_depth"]
+        best, best_depth = -1, -1
+        for r in range(start, end):
+            if inl_low[r] <= addr < inl_high[r] and inl_depth[r] >= best_depth:
+                best, best_depth = r, inl_depth[r]
+        if best >= 0:
+            die = a["inl_die"][best]
+            while die >= 0:
+                inl.append(die)
+                die = a["die_parent"][die]
         file, line, col = row_at if row_at else (None, None, None)
         chain: list[Location] = []
         # Innermost first: the innermost inlined code is located by the line table, each outer level by
@@ -158,8 +166,8 @@ class SymbolIndex:
     def line_rows_of(self, low: int, high: int) -> list[tuple[str, int]]:
         """(file, line) of every line-table row in [low, high): to re-check an already-resolved frame."""
         a = self.a
-        i = int(np.searchsorted(a["line_addr"], np.uint64(low), side="left"))
-        j = int(np.searchsorted(a["line_addr"], np.uint64(high), side="left"))
+        i = bisect.bisect_left(a["line_addr"], low)
+        j = bisect.bisect_left(a["line_addr"], high)
         out = []
         for k in range(i, j):
             f = int(a["line_file"][k])
@@ -223,6 +231,8 @@ class IndexBuilder:
         self.syms.append((low, high, self.name_id(name), self.file_id(file) if file else -1))
 
     def freeze(self, meta: dict) -> SymbolIndex:
+        import numpy as np
+
         u8, i4 = np.uint64, np.int32
         f_low, f_high, f_id = [], [], []
         for fid, (_nid, ranges) in enumerate(self.funcs):
@@ -269,7 +279,14 @@ class IndexBuilder:
         arrays["sym_file"] = np.asarray([s[3] for s in syms], dtype=i4)
         meta = dict(meta)
         meta["defined"] = sorted(self.defined)
-        return SymbolIndex(arrays, self.names, self.files, meta)
+        views = {name: _view(np.ascontiguousarray(arr)) for name, arr in arrays.items()}
+        return SymbolIndex(views, self.names, self.files, meta)
+
+
+def _view(arr: np.ndarray) -> memoryview:
+    """A numpy array as a 1-D memoryview of the fixed-size struct format for its dtype."""
+    fmt = _FORMATS[f"{arr.dtype.kind}{arr.dtype.itemsize}"]
+    return memoryview(arr.astype(arr.dtype.newbyteorder("=")).tobytes()).cast(fmt)
 
 
 # -- on-disk cache ----------------------------------------------------------------------------------
@@ -298,27 +315,13 @@ def cache_key(path: str, build_id: str | None, debug_path: str | None) -> str:
 
 
 def save_index(index: SymbolIndex, key: str) -> str | None:
-    """Write the index atomically; an unwritable cache is not an error (the answer does not change)."""
+    """Write the index into the cache atomically; an unwritable cache is not an error (the answer does not change)."""
     directory = cache_dir()
     try:
         os.makedirs(directory, exist_ok=True)
-        header_arrays = []
-        blobs = []
-        offset = 0
-        for name in ARRAY_NAMES:
-            arr = np.ascontiguousarray(index.a[name])
-            raw = arr.tobytes()
-            header_arrays.append([name, arr.dtype.str, len(arr), offset])
-            blobs.append(raw)
-            offset += len(raw)
-        header = json.dumps(
-            {"arrays": header_arrays, "names": index.names, "files": index.files, "meta": index.meta}
-        ).encode()
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
         with os.fdopen(fd, "wb") as fh:
-            fh.write(CACHE_MAGIC + struct.pack("<Q", len(header)) + header)
-            for raw in blobs:
-                fh.write(raw)
+            write_index(index, fh)
         final = os.path.join(directory, key + ".idx")
         os.replace(tmp, final)
         return final
@@ -326,8 +329,29 @@ def save_index(index: SymbolIndex, key: str) -> str | None:
         return None
 
 
+def write_index(index: SymbolIndex, fh: BinaryIO) -> None:
+    """The index file format: magic, header length, JSON header, then every array's little-endian bytes."""
+    header_arrays = []
+    blobs = []
+    offset = 0
+    for name in ARRAY_NAMES:
+        view = index.a[name]
+        raw = view.tobytes() if _LITTLE else _swapped(view.tobytes(), view.format)
+        header_arrays.append([name, view.format, len(view), offset])
+        blobs.append(raw)
+        offset += len(raw)
+    header = json.dumps({"arrays": header_arrays, "names": index.names, "files": index.files, "meta": index.meta})
+    fh.write(CACHE_MAGIC + struct.pack("<Q", len(header.encode())) + header.encode())
+    for raw in blobs:
+        fh.write(raw)
+
+
 def load_index(key: str) -> SymbolIndex | None:
-    path = os.path.join(cache_dir(), key + ".idx")
+    """The cached index for `key`, or None when there is none (or it is damaged)."""
+    return read_index(os.path.join(cache_dir(), key + ".idx"))
+
+
+def read_index(path: str) -> SymbolIndex | None:
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -340,13 +364,28 @@ def load_index(key: str) -> SymbolIndex | None:
         header = json.loads(data[16 : 16 + hlen])
         base = 16 + hlen
         arrays = {}
-        for name, dtype, count, offset in header["arrays"]:
-            arrays[name] = np.frombuffer(data, dtype=np.dtype(dtype), count=count, offset=base + offset)
+        whole = memoryview(data)
+        for name, fmt, count, offset in header["arrays"]:
+            size = struct.calcsize(fmt) * count
+            start = base + offset
+            if fmt not in _FORMATS.values() or start + size > len(data):
+                return None
+            raw = whole[start : start + size]
+            arrays[name] = (raw if _LITTLE else memoryview(_swapped(raw.tobytes(), fmt))).cast(fmt)
         if set(arrays) != set(ARRAY_NAMES):
             return None
         return SymbolIndex(arrays, header["names"], header["files"], header["meta"])
     except (ValueError, KeyError, struct.error, TypeError):
         return None  # a damaged cache file is rebuilt, never trusted
+
+
+def _swapped(raw: bytes, fmt: str) -> bytes:
+    """Little-endian file bytes <-> native ones on a big-endian host."""
+    import array
+
+    arr = array.array(fmt, raw)
+    arr.byteswap()
+    return arr.tobytes()
 
 
 ProgressFn = Callable[[int, int], None]

@@ -1,4 +1,4 @@
-"""Print a SymbolizeResult as ascii-chat-style frame lines (rich colours) or as JSON.
+"""Print a SymbolizeResult as ascii-chat-style frame lines in rich colours (JSON: `model.to_json`).
 
 A frame line reads `[3] [libasciichat.so] frame_encode() (lib/video/frame.c:142)`, inline frames
 follow as `[inlined]` sub-lines, and the output parses back as input (round trip).
@@ -105,13 +105,3 @@ def render_text(result: SymbolizeResult, console: Console, indents: list[str], n
         for t in frame_text(result.frames[item], indents[item], numbers[item]):
             console.print(t, highlight=False, soft_wrap=True)
     console.file.flush()
-
-
-def to_json(result: SymbolizeResult) -> dict:
-    from asciichat_diag._common import to_jsonable
-
-    frames = []
-    for f in result.frames:
-        d = to_jsonable(f)
-        frames.append(d)
-    return {"frames": frames, "modules": to_jsonable(result.modules), "notes": result.notes}
