@@ -116,6 +116,20 @@ async def run_server(config: ServerConfig) -> int:
     show_default=True,
     help="Extra bind tries per address (exponential backoff from 0.1 s) before giving up on it.",
 )
+@click.option(
+    "--max-connect-rate",
+    type=click.FloatRange(min=0),
+    default=0,
+    metavar="PER_S",
+    help="New connections a second from one address (bursts of twice that); 0 = no limit.",
+)
+@click.option(
+    "--max-pending-per-ip",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Connections from one address still in their handshake at once; 0 = no limit.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(__version__, prog_name="asciichat-server")
 def main(
@@ -136,6 +150,8 @@ def main(
     no_websocket: bool,
     ws_plaintext: bool,
     bind_retries: int,
+    max_connect_rate: float,
+    max_pending_per_ip: int,
     debug: bool,
 ) -> None:
     """Reference ascii-chat server (ACIP over TCP, and WebSocket when installed).
@@ -160,6 +176,8 @@ def main(
         websocket_port=websocket_port,
         ws_plaintext=ws_plaintext,
         bind_retries=bind_retries,
+        max_connect_rate=max_connect_rate,
+        max_pending_per_ip=max_pending_per_ip,
     )
     try:
         config.validate()

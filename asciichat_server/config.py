@@ -84,6 +84,10 @@ class ServerConfig:
     max_fps: int = 60
     # Packets queued for one receiver (video excluded: it keeps only the newest frame).
     send_queue_limit: int = 256
+    # Per source address (asciichat_server.admission): new connections a second (token bucket with
+    # bursts of twice that), and connections still in their handshake at once. 0 = no limit.
+    max_connect_rate: float = 0.0
+    max_pending_per_ip: int = 0
 
     def validate(self) -> None:
         """Raise ConfigError with a one-line message on an impossible combination."""
@@ -107,6 +111,10 @@ class ServerConfig:
             raise ConfigError("--ws-plaintext would let WebSocket clients skip --password / --client-keys")
         if self.signature_auth_variant not in ("c41", "head"):
             raise ConfigError(f"key variant must be c41 or head, got {self.signature_auth_variant!r}")
+        if self.max_connect_rate < 0:
+            raise ConfigError(f"--max-connect-rate must be 0 (off) or positive, got {self.max_connect_rate}")
+        if self.max_pending_per_ip < 0:
+            raise ConfigError(f"--max-pending-per-ip must be 0 (off) or positive, got {self.max_pending_per_ip}")
         if self.handshake_timeout_s <= 0 or self.idle_timeout_s <= 0:
             raise ConfigError("timeouts must be positive")
 

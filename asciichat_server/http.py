@@ -53,6 +53,18 @@ _KNOWN: dict[str, tuple[str, str, str, str]] = {
     "slots_used": ("slots_used", "gauge", "Client slots in use.", ""),
     "slots_max": ("slots_max", "gauge", "Client slots available in total (--max-clients).", ""),
     "rejected_full": ("rejected_full_total", "counter", "Connections refused because every slot was taken.", ""),
+    "rejected_rate": (
+        "rejected_rate_limited_total",
+        "counter",
+        "Connections refused because their address opened more than --max-connect-rate a second.",
+        "",
+    ),
+    "rejected_pending": (
+        "rejected_pending_total",
+        "counter",
+        "Connections refused because their address already had --max-pending-per-ip handshakes open.",
+        "",
+    ),
     "protocol_errors": ("protocol_errors_total", "counter", "Connections ended by a protocol violation.", ""),
     "timeouts": ("timeouts_total", "counter", "Connections ended by a handshake or idle timeout.", ""),
     "dropped_frames": ("dropped_frames_total", "counter", "Outgoing frames dropped for slow receivers.", ""),

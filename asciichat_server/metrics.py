@@ -23,6 +23,8 @@ class Metrics:
     slots_used: int = 0
     slots_max: int = 0
     rejected_full: int = 0
+    rejected_rate: int = 0
+    rejected_pending: int = 0
     protocol_errors: int = 0
     timeouts: int = 0
     dropped_frames: int = 0

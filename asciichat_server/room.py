@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from asciichat_server.admission import ConnectRateLimiter, peer_host
 from asciichat_server.config import ServerConfig
 from asciichat_server.link import Link
 from asciichat_server.log import log_every
@@ -94,6 +95,7 @@ class ClientSession:
         self.id = client_id
         self.slot = slot
         self.link = link
+        self.host = peer_host(link.peer)
         self.conn = conn
         self.connected_at = now
         self.last_recv = now
@@ -170,6 +172,7 @@ class Room:
         self._ws_security = ServerSecurity(encrypt=False) if config.ws_plaintext else security
         self.clients: dict[int, ClientSession] = {}
         self._free_slots = list(range(config.max_clients))
+        self._connect_rate = ConnectRateLimiter(config.max_connect_rate) if config.max_connect_rate > 0 else None
         self._ids = itertools.count(1)
         self._closing = False
         self._video_version = 0
@@ -260,6 +263,12 @@ class Room:
         if self._ticker is None:
             self.start()  # a Room used without AsciiChatServer still gets its frame/keepalive loops
         self.metrics.connections_total += 1
+        loop = asyncio.get_running_loop()
+        refusal = self._refusal(peer_host(link.peer), loop.time())
+        if refusal is not None:
+            log_every(_log, logging.WARNING, 1.0, "%s %s rejected: %s", tag or "[CONNECT]", link.peer, refusal)
+            await _quiet_close(link, refusal)
+            return
         if not self._free_slots:
             self.metrics.rejected_full += 1
             log_every(
@@ -279,7 +288,6 @@ class Room:
             return
 
         slot = self._free_slots.pop(0)
-        loop = asyncio.get_running_loop()
         if link.kind == "ws":
             conn = ServerConnection(self._ws_security, "ws")
         else:
@@ -315,6 +323,23 @@ class Room:
             _log.exception("client %d: unexpected error", client.id)
         finally:
             await self._remove(client, client.stop_reason or reason)
+
+    def _refusal(self, host: str, now: float) -> str | None:
+        """Why a new connection from ``host`` is refused by the per-address limits, or None."""
+        pending_limit = self.config.max_pending_per_ip
+        if pending_limit > 0:
+            pending = sum(1 for c in self.clients.values() if c.host == host and not c.handshake_done)
+            if pending >= pending_limit:
+                self.metrics.rejected_pending += 1
+                return f"too many handshakes: {pending} from {host} still open (--max-pending-per-ip {pending_limit})"
+        if self._connect_rate is not None and not self._connect_rate.allow(host, now):
+            self.metrics.rejected_rate += 1
+            wait = self._connect_rate.retry_after(host, now)
+            return (
+                f"rate limited: {host} over {self.config.max_connect_rate:g} connections/s "
+                f"(--max-connect-rate), next in {wait:.2f}s"
+            )
+        return None
 
     async def _session(self, client: ClientSession) -> str:
         """Feed received data to the protocol; return why the session ended."""

@@ -7,7 +7,7 @@ _asciichat_server_complete() {
         word="${COMP_WORDS[i]}"
         if ((skip)); then skip=0; continue; fi
         case "$path|$word" in
-            '|--port'|'|-p'|'|--address'|'|--address6'|'|--max-clients'|'|--password'|'|--key'|'|--client-keys'|'|--key-variant'|'|--log-file'|'|--log-level'|'|--log-format'|'|--websocket-port'|'|--bind-retries') skip=1 ;;
+            '|--port'|'|-p'|'|--address'|'|--address6'|'|--max-clients'|'|--password'|'|--key'|'|--client-keys'|'|--key-variant'|'|--log-file'|'|--log-level'|'|--log-format'|'|--websocket-port'|'|--bind-retries'|'|--max-connect-rate'|'|--max-pending-per-ip') skip=1 ;;
         esac
     done
     case "$path|$prev" in
@@ -24,9 +24,11 @@ _asciichat_server_complete() {
         '|--log-format') COMPREPLY=($(compgen -W 'text json' -- "$cur")); return ;;
         '|--websocket-port') COMPREPLY=(); return ;;
         '|--bind-retries') COMPREPLY=(); return ;;
+        '|--max-connect-rate') COMPREPLY=(); return ;;
+        '|--max-pending-per-ip') COMPREPLY=(); return ;;
     esac
     case "$path" in
-        '') COMPREPLY=($(compgen -W '--port -p --address --address6 --max-clients --no-encrypt --password --key --client-keys --key-variant --log-file --log-level --log-format --websocket-port --no-websocket --ws-plaintext --bind-retries --debug --version -h --help' -- "$cur")) ;;
+        '') COMPREPLY=($(compgen -W '--port -p --address --address6 --max-clients --no-encrypt --password --key --client-keys --key-variant --log-file --log-level --log-format --websocket-port --no-websocket --ws-plaintext --bind-retries --max-connect-rate --max-pending-per-ip --debug --version -h --help' -- "$cur")) ;;
     esac
 }
 complete -o filenames -F _asciichat_server_complete asciichat-server

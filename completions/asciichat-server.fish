@@ -16,6 +16,8 @@ complete -c asciichat-server -l websocket-port -r -f
 complete -c asciichat-server -l no-websocket -d 'Do not start the WebSocket listener'
 complete -c asciichat-server -l ws-plaintext -d 'WebSocket clients skip the handshake (for clients that cannot)'
 complete -c asciichat-server -l bind-retries -r -f -d 'Extra bind tries per address (exponential backoff from 0.1 s) before giving up on it'
+complete -c asciichat-server -l max-connect-rate -r -f -d 'New connections a second from one address (bursts of twice that); 0 = no limit'
+complete -c asciichat-server -l max-pending-per-ip -r -f -d 'Connections from one address still in their handshake at once; 0 = no limit'
 complete -c asciichat-server -l debug -d 'Show tracebacks on errors'
 complete -c asciichat-server -l version -d 'Show the version and exit'
 complete -c asciichat-server -s h -l help -d 'Show this message and exit'

@@ -81,6 +81,8 @@ _CLOSE_CODES = {
     "shutdown": CLOSE_GOING_AWAY,
     "server shutdown": CLOSE_GOING_AWAY,
     "server full": CLOSE_TRY_AGAIN_LATER,
+    "rate limited": CLOSE_TRY_AGAIN_LATER,
+    "too many handshakes": CLOSE_TRY_AGAIN_LATER,
     "protocol error": CLOSE_PROTOCOL_ERROR,
     "auth failed": CLOSE_POLICY_VIOLATION,
     "send queue overflow": CLOSE_POLICY_VIOLATION,
