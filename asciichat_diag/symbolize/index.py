@@ -14,18 +14,18 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import mmap
 import os
 import struct
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     import numpy as np
 
-INDEX_FORMAT = 5  # bump when the arrays or their meaning change: old cache files are then ignored
+INDEX_FORMAT = 6  # bump when the arrays or their meaning change: old cache files are then ignored
 CACHE_MAGIC = b"ACDIDX\0\0"
 ARRAY_NAMES = (
     "func_low", "func_high", "func_id",          # function ranges sorted by low; func_id -> func_* below
@@ -35,6 +35,8 @@ ARRAY_NAMES = (
     "line_addr", "line_file", "line_line", "line_col",  # rows sorted by address; file -1 ends a sequence
     "sym_low", "sym_high", "sym_name", "sym_file",  # symbol table ranges sorted by low (file: STT_FILE)
 )  # fmt: skip
+STRING_TABLES = ("names", "files", "defined")
+STRING_ARRAYS = tuple(f"{t}_{part}" for t in STRING_TABLES for part in ("text", "end"))
 # numpy dtype (kind + size) -> the struct format a memoryview is cast to; fixed sizes on every platform.
 _FORMATS = {"u8": "Q", "i8": "q", "u4": "I", "i4": "i", "u2": "H", "i2": "h", "u1": "B", "i1": "b"}
 _LITTLE = sys.byteorder == "little"
@@ -53,13 +55,20 @@ class Location:
 class SymbolIndex:
     """Lookups over one binary's arrays (1-D typed memoryviews). Build with `IndexBuilder`, or load from the cache."""
 
-    def __init__(self, arrays: dict[str, memoryview], names: list[str], files: list[str], meta: dict) -> None:
+    def __init__(
+        self,
+        arrays: dict[str, memoryview],
+        names: Sequence[str],
+        files: Sequence[str],
+        meta: dict,
+        defined: Sequence[str] = (),
+    ) -> None:
         self.a = arrays
         self.names = names
         self.files = files
         self.meta = meta
+        self.defined = defined  # sorted names of the global functions defined here
         self._by_name: dict[str, int] | None = None
-        self._defined: frozenset[str] | None = None
 
     # -- queries ------------------------------------------------------------------------------------
     @property
@@ -157,11 +166,14 @@ class SymbolIndex:
             self._by_name = by_name
         return self._by_name.get(name)
 
-    def defined_functions(self) -> frozenset[str]:
-        """Names of the global functions this binary defines (for interposition conflicts)."""
-        if self._defined is None:
-            self._defined = frozenset(self.meta.get("defined", []))
-        return self._defined
+    def defines(self, name: str) -> bool:
+        """Does this binary define a global function `name` (for interposition conflicts)?
+
+        A binary search over the sorted names: a cached table is read a few entries at a time, never
+        decoded whole.
+        """
+        i = bisect.bisect_left(self.defined, name)
+        return i < len(self.defined) and self.defined[i] == name
 
     def line_rows_of(self, low: int, high: int) -> list[tuple[str, int]]:
         """(file, line) of every line-table row in [low, high): to re-check an already-resolved frame."""
@@ -278,9 +290,8 @@ class IndexBuilder:
         arrays["sym_name"] = np.asarray([s[2] for s in syms], dtype=i4)
         arrays["sym_file"] = np.asarray([s[3] for s in syms], dtype=i4)
         meta = dict(meta)
-        meta["defined"] = sorted(self.defined)
         views = {name: _view(np.ascontiguousarray(arr)) for name, arr in arrays.items()}
-        return SymbolIndex(views, self.names, self.files, meta)
+        return SymbolIndex(views, self.names, self.files, meta, sorted(self.defined))
 
 
 def _view(arr: np.ndarray) -> memoryview:
@@ -318,6 +329,8 @@ def save_index(index: SymbolIndex, key: str) -> str | None:
     """Write the index into the cache atomically; an unwritable cache is not an error (the answer does not change)."""
     directory = cache_dir()
     try:
+        import tempfile  # only a cold run writes: a warm one never needs it
+
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
         with os.fdopen(fd, "wb") as fh:
@@ -330,20 +343,78 @@ def save_index(index: SymbolIndex, key: str) -> str | None:
 
 
 def write_index(index: SymbolIndex, fh: BinaryIO) -> None:
-    """The index file format: magic, header length, JSON header, then every array's little-endian bytes."""
+    """The index file format: magic, header length, JSON header, then every array's little-endian bytes.
+
+    The string tables (names, files, defined functions) are arrays too: the UTF-8 bytes of all entries
+    (`<table>_text`) and where each entry ends (`<table>_end`), so loading one decodes nothing.
+    """
+    arrays = dict(index.a)
+    for table, strings in _string_tables(index).items():
+        text, ends = _encode_strings(strings)
+        arrays[table + "_text"], arrays[table + "_end"] = text, ends
     header_arrays = []
     blobs = []
     offset = 0
-    for name in ARRAY_NAMES:
-        view = index.a[name]
+    for name in (*ARRAY_NAMES, *STRING_ARRAYS):
+        view = arrays[name]
         raw = view.tobytes() if _LITTLE else _swapped(view.tobytes(), view.format)
         header_arrays.append([name, view.format, len(view), offset])
         blobs.append(raw)
         offset += len(raw)
-    header = json.dumps({"arrays": header_arrays, "names": index.names, "files": index.files, "meta": index.meta})
-    fh.write(CACHE_MAGIC + struct.pack("<Q", len(header.encode())) + header.encode())
+    header = json.dumps({"arrays": header_arrays, "meta": index.meta}).encode()
+    fh.write(CACHE_MAGIC + struct.pack("<Q", len(header)) + header)
     for raw in blobs:
         fh.write(raw)
+
+
+def _string_tables(index: SymbolIndex) -> dict[str, Sequence[str]]:
+    return {"names": index.names, "files": index.files, "defined": index.defined}
+
+
+def _encode_strings(strings: Sequence[str]) -> tuple[memoryview, memoryview]:
+    encoded = [s.encode("utf-8", "surrogatepass") for s in strings]
+    ends = []
+    total = 0
+    for e in encoded:
+        total += len(e)
+        ends.append(total)
+    fmt = "I" if total < 1 << 32 else "Q"
+    return memoryview(b"".join(encoded)), memoryview(struct.pack(f"={len(ends)}{fmt}", *ends)).cast(fmt)
+
+
+class StringTable(Sequence[str]):
+    """A read-only list of strings over a cache file's bytes: an entry is decoded when it is read."""
+
+    def __init__(self, text: memoryview, ends: memoryview) -> None:
+        if len(ends) and (ends[len(ends) - 1] > len(text)):
+            raise ValueError("string table ends past its text")
+        self._text = text
+        self._ends = ends
+        self._cache: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self._ends)
+        got = self._cache.get(i)
+        if got is None:
+            if not 0 <= i < len(self._ends):
+                raise IndexError("string table index out of range")
+            raw = bytes(self._text[self._ends[i - 1] if i else 0 : self._ends[i]])
+            try:
+                got = raw.decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError:  # a scribbled cache file: a garbled name, never a crash
+                got = raw.decode("utf-8", "replace")
+            self._cache[i] = got
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(len(self._ends)):
+            yield self[i]
 
 
 def load_index(key: str) -> SymbolIndex | None:
@@ -352,9 +423,14 @@ def load_index(key: str) -> SymbolIndex | None:
 
 
 def read_index(path: str) -> SymbolIndex | None:
+    """An index file, mapped into memory (a lookup touches a few pages of it), or None when damaged."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            try:
+                # Cache files are replaced by rename, never rewritten in place, so the mapping stays valid.
+                data: bytes | mmap.mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except (ValueError, OSError):  # empty file, or a file system without mmap
+                data = fh.read()
     except OSError:
         return None
     try:
@@ -372,9 +448,10 @@ def read_index(path: str) -> SymbolIndex | None:
                 return None
             raw = whole[start : start + size]
             arrays[name] = (raw if _LITTLE else memoryview(_swapped(raw.tobytes(), fmt))).cast(fmt)
-        if set(arrays) != set(ARRAY_NAMES):
+        if set(arrays) != {*ARRAY_NAMES, *STRING_ARRAYS}:
             return None
-        return SymbolIndex(arrays, header["names"], header["files"], header["meta"])
+        tables = {t: StringTable(arrays.pop(t + "_text"), arrays.pop(t + "_end")) for t in STRING_TABLES}
+        return SymbolIndex(arrays, tables["names"], tables["files"], header["meta"], tables["defined"])
     except (ValueError, KeyError, struct.error, TypeError):
         return None  # a damaged cache file is rebuilt, never trusted
 

@@ -467,14 +467,14 @@ class Resolver:
             if not name:
                 continue
             own = self.index_of(w.module)
-            if name not in own.defined_functions():
+            if not own.defines(name):
                 continue
             others = []
             for m in images:
                 if m is w.module or m.real == w.module.real:
                     continue
                 idx = self.index_of(m)
-                if name not in idx.defined_functions():
+                if not idx.defines(name):
                     continue
                 start = idx.symbol_address(name)
                 file = line = None

@@ -243,3 +243,40 @@ def test_parallel_unit_decoding_gives_the_same_index(tmp_path, monkeypatch):
     for name in serial.a:
         assert serial.a[name].tolist() == parallel.a[name].tolist(), name
     assert serial.names == parallel.names and serial.files == parallel.files
+
+
+def test_cache_file_round_trip_keeps_every_array_and_string(tmp_path):
+    """write_index -> read_index gives the same arrays, names (empty, non-ASCII, undecodable), files, defined."""
+    from asciichat_diag.symbolize.index import IndexBuilder, read_index, write_index
+
+    b = IndexBuilder()
+    names = ["", "frame_encode", "ünïcödé_名前", "bad\udcff", "operator()"]
+    b.add_function(names[1], [(0x1000, 0x1040)])
+    for n in names:
+        b.name_id(n)
+    b.file_id("/src/lib/video/frame.c")
+    b.file_id("")
+    b.defined.update({"frame_encode", "api"})
+    index = b.freeze({"has_dwarf": True})
+    path = tmp_path / "x.idx"
+    with open(path, "wb") as fh:
+        write_index(index, fh)
+    back = read_index(str(path))
+    assert back is not None
+    for name, view in index.a.items():
+        assert back.a[name].tolist() == view.tolist(), name
+    assert list(back.names) == list(index.names) and len(back.names) == len(index.names)
+    assert list(back.files) == list(index.files)
+    assert back.names[-1] == index.names[-1] and back.names[1:3] == list(index.names[1:3])
+    assert list(back.defined) == ["api", "frame_encode"]
+    assert back.defines("api") and back.defines("frame_encode") and not back.defines("outer")
+    assert not back.defines("") and not back.defines("zzz")
+    assert back.meta == {"has_dwarf": True}
+    assert back.lookup(0x1010)[0][0].function == "frame_encode"
+    with pytest.raises(IndexError):
+        back.names[len(index.names)]
+    # Truncated or scribbled files are refused (rebuilt by the caller), never half-read.
+    raw = path.read_bytes()
+    for damaged in (raw[: len(raw) // 2], raw[:8], raw.replace(b'"names_end", "I"', b'"names_end", "x"')):
+        path.write_bytes(damaged)
+        assert read_index(str(path)) is None
