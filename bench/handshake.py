@@ -149,7 +149,9 @@ def c_peer_rows(c_binary: str, n: int) -> None:
             log_path = Path(home) / f"c-{mode}.log"
             with open(log_path, "w") as log:
                 cmd = [c_binary, "--no-check-update", "--log-level", "warn", "server", "--port", str(C_PEER_PORT)]
-                proc = subprocess.Popen(cmd + extra, env={**os.environ, "HOME": home}, stdout=log, stderr=log)
+                # cwd in the temporary HOME: the Dev build writes server.log/ascii-chat.log into its cwd.
+                env = {**os.environ, "HOME": home}
+                proc = subprocess.Popen(cmd + extra, cwd=home, env=env, stdout=log, stderr=log)
             try:
                 # The Dev build initialises audio, mDNS and WebSocket first: wait until it accepts, then settle.
                 deadline = time.monotonic() + 60
