@@ -41,7 +41,7 @@ from asciichat_server.protocol.crc import crc32c  # noqa: E402
 from asciichat_server.protocol.errors import ProtocolError  # noqa: E402
 from asciichat_server.protocol.packets import PacketDecoder, encode_packet  # noqa: E402
 
-VECTORS = Path("/work/shared/spec/vectors.json")
+VECTORS = ROOT / "tests" / "protocol" / "data" / "vectors.json"  # seeds: every spec vector
 INTERESTING_LENGTHS = (0, 1, 21, 22, 65535, 65536, 65537, MAX_PAYLOAD - 1, MAX_PAYLOAD, MAX_PAYLOAD + 1, 0xFFFFFFFF)
 # Payload decoder by packet type name (a type missing from this revision is skipped).
 PAYLOAD_TYPES = {

@@ -8,7 +8,8 @@ import pytest
 from asciichat_server.media import RenderSpec
 
 payloads = pytest.importorskip("asciichat_server.protocol.payloads")
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "spec" / "vectors.json"
+# The copy committed with the protocol tests, so a fresh clone needs nothing outside the repository.
+VECTORS = Path(__file__).resolve().parents[1] / "protocol" / "data" / "vectors.json"
 
 
 def vector(name: str) -> bytes:
