@@ -65,10 +65,9 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def dump_json(obj: Any, stream: Any = None) -> None:
-    """Write obj as indented JSON followed by a newline."""
+    """Write obj as indented JSON followed by a newline, in one write (json.dump writes per token)."""
     stream = stream or sys.stdout
-    json.dump(to_jsonable(obj), stream, indent=2, ensure_ascii=False)
-    stream.write("\n")
+    stream.write(json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False) + "\n")
 
 
 color_option = click.option(

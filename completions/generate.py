@@ -60,11 +60,26 @@ def load_command(target: str) -> click.Command:
     return command
 
 
+def command_context(command: click.Command, name: str, parent: click.Context | None = None) -> click.Context:
+    """The context click gives `command` when it runs it (also used by docs/man/generate.py).
+
+    It applies the command's own context_settings (e.g. -h/--help): a bare Context would describe the
+    defaults instead, and click caches the help option.
+    """
+    return click.Context(command, info_name=name, parent=parent, **command.context_settings)
+
+
+def subcommands(command: click.Command, ctx: click.Context) -> list[tuple[str, click.Command]]:
+    """A group's visible subcommands, lazily loaded ones included (click's `group.commands` lacks those)."""
+    if not isinstance(command, click.Group):
+        return []
+    found = [(name, command.get_command(ctx, name)) for name in command.list_commands(ctx)]
+    return [(name, sub) for name, sub in found if sub is not None and not sub.hidden]
+
+
 def describe(command: click.Command, path: list[str], ctx: click.Context | None = None) -> Cmd:
     """Walk a click command tree into plain Cmd objects."""
-    # Apply the command's own context_settings (e.g. -h/--help), as click does when it runs it;
-    # a bare Context would describe the defaults instead, and click caches the help option.
-    ctx = click.Context(command, info_name=path[-1], parent=ctx, **command.context_settings)
+    ctx = command_context(command, path[-1], ctx)
     options: list[Opt] = []
     takes_path_args = False
     for param in command.get_params(ctx):
@@ -77,13 +92,8 @@ def describe(command: click.Command, path: list[str], ctx: click.Context | None 
             options.append(Opt(names, _short_help(param.help), not param.is_flag and not param.count, choices, is_path))
         elif isinstance(param, click.Argument) and isinstance(param.type, (click.Path, click.File)):
             takes_path_args = True
-    subcommands: dict[str, Cmd] = {}
-    if isinstance(command, click.Group):
-        for name in command.list_commands(ctx):
-            sub = command.get_command(ctx, name)
-            if sub is not None and not sub.hidden:
-                subcommands[name] = describe(sub, [*path, name], ctx)
-    return Cmd(path, _short_help(command.short_help or command.help), options, subcommands, takes_path_args)
+    subs = {name: describe(sub, [*path, name], ctx) for name, sub in subcommands(command, ctx)}
+    return Cmd(path, _short_help(command.short_help or command.help), options, subs, takes_path_args)
 
 
 def _walk(cmd: Cmd) -> list[Cmd]:

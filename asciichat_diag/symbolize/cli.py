@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -12,6 +11,7 @@ from asciichat_diag._common import (
     EXIT_PROBLEM,
     DiagError,
     color_option,
+    dump_json,
     handle_errors,
     json_option,
     make_console,
@@ -88,9 +88,7 @@ def symbolize(
         raise DiagError("give either --maps or --pid, not both")
     result = symbolize_text(text, opts)
     if as_json:
-        from asciichat_diag.symbolize.model import to_json
-
-        sys.stdout.write(json.dumps(to_json(result), indent=2, ensure_ascii=False) + "\n")  # one write
+        dump_json({"frames": result.frames, "modules": result.modules, "notes": result.notes})
     else:
         from asciichat_diag.symbolize.parse import parse_text
         from asciichat_diag.symbolize.render import render_text

@@ -121,14 +121,3 @@ class SymbolizeResult:
 
 # Frames that have no function of their own and are not failures.
 BENIGN_NOTES = frozenset({"signal trampoline", "signal handler frame"})
-
-
-def to_json(result: SymbolizeResult) -> dict:
-    """The `--json` document: one object per frame, the modules and the notes."""
-    from asciichat_diag._common import to_jsonable
-
-    return {
-        "frames": [to_jsonable(f) for f in result.frames],
-        "modules": to_jsonable(result.modules),
-        "notes": result.notes,
-    }

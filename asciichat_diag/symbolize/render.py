@@ -1,4 +1,4 @@
-"""Print a SymbolizeResult as ascii-chat-style frame lines in rich colours (JSON: `model.to_json`).
+"""Print a SymbolizeResult as ascii-chat-style frame lines in rich colours (`--json`: symbolize/cli.py).
 
 A frame line reads `[3] [libasciichat.so] frame_encode() (lib/video/frame.c:142)`, inline frames
 follow as `[inlined]` sub-lines, and the output parses back as input (round trip).

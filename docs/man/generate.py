@@ -26,22 +26,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
 
-def _programs() -> dict[str, str]:
-    """The console scripts, from the completion generator (one list of programs for both)."""
+def _completions():
+    """completions/generate.py, which holds the program list and the click-tree walk both generators use."""
     spec = importlib.util.spec_from_file_location("_completions_generate", ROOT / "completions" / "generate.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)
-    return dict(module.PROGRAMS)
-
-
-def _load(target: str) -> click.Command:
-    module_name, attr = target.split(":")
-    command = getattr(importlib.import_module(module_name), attr)
-    if not isinstance(command, click.Command):
-        raise TypeError(f"{target} is not a click command")
-    return command
+    return module
 
 
 def _esc(text: str) -> str:
@@ -77,8 +69,8 @@ def _page_name(ctx: click.Context) -> str:
     return ctx.command_path.replace(" ", "-")
 
 
-def render(ctx: click.Context, version: str, see_also: list[str]) -> str:
-    """The man page of the command in `ctx`."""
+def render(ctx: click.Context, subs: list[tuple[str, click.Command]], version: str, see_also: list[str]) -> str:
+    """The man page of the command in `ctx` (`subs`: its subcommands, for a group's COMMANDS section)."""
     cmd = ctx.command
     name = _page_name(ctx)
     summary = (cmd.get_short_help_str(limit=200) or "").rstrip(".")
@@ -99,17 +91,15 @@ def render(ctx: click.Context, version: str, see_also: list[str]) -> str:
         lines.append(".SH OPTIONS")
         for opts, help_text in records:
             lines += [".TP", f"\\fB{_esc(opts)}\\fR", _line(" ".join(help_text.split()))]
-    if isinstance(cmd, click.Group):
-        subs = [(n, c) for n in cmd.list_commands(ctx) if (c := cmd.get_command(ctx, n)) and not c.hidden]
-        if subs:
-            lines.append(".SH COMMANDS")
-            for sub_name, sub in subs:
-                page = f"{name}-{sub_name}"
-                lines += [
-                    ".TP",
-                    f"\\fB{_esc(sub_name)}\\fR",
-                    f"{_line(sub.get_short_help_str(limit=200).rstrip('.'))} (see \\fB{_esc(page)}\\fR(1))",
-                ]
+    if subs:
+        lines.append(".SH COMMANDS")
+        for sub_name, sub in subs:
+            page = f"{name}-{sub_name}"
+            lines += [
+                ".TP",
+                f"\\fB{_esc(sub_name)}\\fR",
+                f"{_line(sub.get_short_help_str(limit=200).rstrip('.'))} (see \\fB{_esc(page)}\\fR(1))",
+            ]
     if cmd.epilog:
         lines += _paragraphs(cmd.epilog)
     if see_also:
@@ -117,34 +107,29 @@ def render(ctx: click.Context, version: str, see_also: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _contexts(command: click.Command, info_name: str, parent: click.Context | None = None) -> list[click.Context]:
-    """The command and all its (visible) subcommands, each with the context click would give it."""
-    ctx = click.Context(command, info_name=info_name, parent=parent, **command.context_settings)
-    out = [ctx]
-    if isinstance(command, click.Group):
-        for name in command.list_commands(ctx):
-            sub = command.get_command(ctx, name)
-            if sub is not None and not sub.hidden:
-                out.extend(_contexts(sub, name, ctx))
-    return out
-
-
 def generate(out_dir: Path) -> list[Path]:
     """Write every page into out_dir; return the paths written."""
     from asciichat_diag import __version__
 
+    comp = _completions()
     out_dir.mkdir(parents=True, exist_ok=True)
-    programs = _programs()
     written = []
-    for prog, target in programs.items():
-        contexts = _contexts(_load(target), prog)
-        pages = [_page_name(c) for c in contexts]
-        others = [p for p in programs if p != prog]
-        for ctx in contexts:
+    for prog, target in comp.PROGRAMS.items():
+        # (context, subcommands) of the program and of every subcommand below it, in tree order
+        tree = []
+        todo = [comp.command_context(comp.load_command(target), prog)]
+        while todo:
+            ctx = todo.pop(0)
+            subs = comp.subcommands(ctx.command, ctx)
+            tree.append((ctx, subs))
+            todo[:0] = [comp.command_context(sub, name, ctx) for name, sub in subs]
+        pages = [_page_name(ctx) for ctx, _ in tree]
+        others = [p for p in comp.PROGRAMS if p != prog]
+        for ctx, subs in tree:
             name = _page_name(ctx)
             related = [p for p in pages if p != name and (p.startswith(name + "-") or name.startswith(p + "-"))]
             path = out_dir / f"{name}.1"
-            path.write_text(render(ctx, __version__, related + others), encoding="utf-8")
+            path.write_text(render(ctx, subs, __version__, related + others), encoding="utf-8")
             written.append(path)
     return written
 
